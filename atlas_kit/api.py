@@ -1,0 +1,194 @@
+"""The ``Atlas`` facade: retriever + index (+ reranker) + FiD reader behind three calls.
+
+``ask`` answers questions, ``retrieve`` returns ranked passages, ``swap_index`` points a live model
+at another corpus. Every call takes whole batches: questions are embedded together, searched
+together and read together, never one forward pass per question.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from atlas_kit.index.base import Hits, Index
+from atlas_kit.reader import Reader
+from atlas_kit.retriever import Retriever
+from atlas_kit.storage import atomic_dir, atomic_write_json, read_json
+
+__all__ = ["Atlas", "Answer"]
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "atlas_config.json"
+
+
+@dataclass
+class Answer:
+    """A generated answer and the passages the reader saw (``passages[i].score`` / ``.id``)."""
+
+    question: str
+    text: str
+    passages: Hits
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class Atlas:
+    """Retrieval-augmented reader.
+
+    Args:
+        retriever: the dual encoder that embeds questions (and built the dense index).
+        reader: a Fusion-in-Decoder :class:`~atlas_kit.Reader`; optional for retrieval-only use.
+        index: any :class:`~atlas_kit.index.Index`; checked against the retriever.
+        reranker: optional; re-scores candidates (see :mod:`atlas_kit.rerank`).
+        k: default number of passages given to the reader.
+        allow_mismatch: accept a dense index built by a different encoder fingerprint.
+    """
+
+    def __init__(
+        self,
+        retriever: Retriever,
+        reader: Reader | None = None,
+        index: Index | None = None,
+        reranker: Any = None,
+        k: int = 20,
+        allow_mismatch: bool = False,
+    ) -> None:
+        self.retriever = retriever
+        self.reader = reader
+        self.reranker = reranker
+        self.k = k
+        self._swap_lock = threading.Lock()
+        if index is not None:
+            index.check_compatible(retriever, allow_mismatch=allow_mismatch)
+        self._index = index
+
+    # ------------------------------------------------------------------ index
+    @property
+    def index(self) -> Index:
+        index = self._index
+        if index is None:
+            raise RuntimeError("this Atlas has no index: pass index=... or call swap_index()")
+        return index
+
+    def swap_index(self, new_index: Index, allow_mismatch: bool = False) -> Index | None:
+        """Point the live model at ``new_index`` and return the previous one.
+
+        Compatibility is checked before anything changes. The swap is one reference assignment:
+        a call in flight keeps the index it read at its start (so no result mixes two indexes),
+        and every call that starts afterwards uses the new one. No retraining, no downtime.
+        """
+        new_index.check_compatible(self.retriever, allow_mismatch=allow_mismatch)
+        with self._swap_lock:
+            old, self._index = self._index, new_index
+        log.info("swapped index: %s -> %s", _describe(old), _describe(new_index))
+        return old
+
+    # ------------------------------------------------------------------ retrieval
+    def retrieve(
+        self,
+        questions: Sequence[str] | str,
+        k: int | None = None,
+        candidates: int | None = None,
+        rerank: int | None = None,
+        query_embeddings: np.ndarray | None = None,
+        batch_size: int = 128,
+        index: Index | None = None,
+    ) -> list[Hits]:
+        """Ranked hits for every question, batched.
+
+        With a reranker, ``candidates`` hits are fetched (default ``4 * k``) and re-scored, and
+        the best ``k`` kept. ``rerank=N`` is the alternative spelling "fetch ``k``, keep ``N``".
+        """
+        single = isinstance(questions, str)
+        qs = [questions] if single else list(questions)
+        k = k or self.k
+        if rerank is not None:
+            candidates, k = k, rerank
+        use_reranker = self.reranker is not None
+        fetch = max(k, candidates or (4 * k if use_reranker else k))
+        index = index if index is not None else self.index  # read once: a concurrent swap cannot split this call
+        if index.needs_embeddings and query_embeddings is None:
+            query_embeddings = self.retriever.encode_queries(qs, batch_size=batch_size)
+        hits = index.search(qs, fetch, query_embeddings=query_embeddings)
+        if use_reranker:
+            hits = self.reranker.rerank(qs, hits, k, index=index)
+        elif fetch > k:
+            hits = [h.truncate(k) for h in hits]
+        return hits
+
+    # ------------------------------------------------------------------ answering
+    def ask(
+        self,
+        questions: Sequence[str] | str,
+        k: int | None = None,
+        candidates: int | None = None,
+        batch_size: int = 16,
+        num_beams: int = 1,
+        max_length: int | None = None,
+        show_progress: bool | None = None,
+    ) -> Answer | list[Answer]:
+        """Answer one question (returns an :class:`Answer`) or many (a list, batched)."""
+        if self.reader is None:
+            raise RuntimeError("this Atlas has no reader: pass reader=... (retrieve() works without one)")
+        single = isinstance(questions, str)
+        qs = [questions] if single else list(questions)
+        hits = self.retrieve(qs, k=k, candidates=candidates)
+        if show_progress is None:
+            show_progress = len(qs) > 4 * batch_size
+        texts = self.reader.generate(
+            qs, [list(h) for h in hits], max_length=max_length, num_beams=num_beams,
+            batch_size=batch_size, show_progress=show_progress,
+        )
+        answers = [Answer(q, t, h) for q, t, h in zip(qs, texts, hits)]
+        return answers[0] if single else answers
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        """Save retriever and reader (safetensors) and the settings; the index is referenced by
+        path (indexes are large and versioned on their own), not copied."""
+        with atomic_dir(folder) as tmp:
+            self.retriever.save_pretrained(tmp / "retriever")
+            if self.reader is not None:
+                self.reader.save_pretrained(tmp / "reader")
+            index_path = getattr(self._index, "path", None) if self._index is not None else None
+            atomic_write_json(tmp / CONFIG_NAME, {
+                "k": self.k,
+                "index": str(Path(index_path).resolve()) if index_path else None,
+                "has_reader": self.reader is not None,
+            })
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        folder: str | os.PathLike,
+        index: Index | str | os.PathLike | None = None,
+        allow_mismatch: bool = False,
+        device: str | None = None,
+    ) -> "Atlas":
+        """Load a saved model; ``index`` overrides the index path it was saved with."""
+        from atlas_kit.index import load_index
+
+        folder = Path(folder)
+        cfg = read_json(folder / CONFIG_NAME)
+        retriever = Retriever.from_pretrained(folder / "retriever", device=device)
+        reader = Reader.from_pretrained(str(folder / "reader")) if cfg.get("has_reader") else None
+        if reader is not None and device is not None:
+            reader.to(device)
+        if index is None and cfg.get("index") and Path(cfg["index"]).exists():
+            index = cfg["index"]
+        if isinstance(index, (str, os.PathLike)):
+            index = load_index(index, retriever=retriever, allow_mismatch=allow_mismatch)
+        return cls(retriever, reader, index, k=cfg.get("k", 20), allow_mismatch=allow_mismatch)
+
+
+def _describe(index: Index | None) -> str:
+    if index is None:
+        return "None"
+    return f"{index.kind}({getattr(index, 'path', '') or len(index)})"

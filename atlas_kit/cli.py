@@ -1,0 +1,210 @@
+"""``atlas-kit`` command line: one small parser per command, all calling the public API.
+
+    atlas-kit index build CORPUS --out indexes/NAME [--retriever R] [--factory Flat]
+    atlas-kit index info indexes/NAME
+    atlas-kit ask "question" --index indexes/NAME --reader R [--k 20]
+    atlas-kit demo
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any, Callable, Sequence
+
+__all__ = ["main", "build_parser"]
+
+log = logging.getLogger("atlas_kit")
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _setup_logging(verbose: int) -> None:
+    from rich.logging import RichHandler
+
+    level = logging.WARNING if verbose < 0 else logging.INFO if verbose == 0 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]",
+                        handlers=[RichHandler(rich_tracebacks=False, show_path=False)])
+    for noisy in ("httpx", "urllib3", "datasets", "filelock", "transformers", "sentence_transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+# ---------------------------------------------------------------------- index
+def _cmd_index_build(args: argparse.Namespace) -> int:
+    from atlas_kit import Retriever, load_passages
+    from atlas_kit.index import FaissIndex
+
+    passages = load_passages(args.corpus, format=args.format)
+    log.info("loaded %d passages from %s", len(passages), args.corpus)
+    if args.kind != "faiss":
+        from atlas_kit.index import INDEX_KINDS
+
+        if args.kind not in INDEX_KINDS:
+            raise SystemExit(f"index kind {args.kind!r} is not available (known: {sorted(INDEX_KINDS)})")
+        index = INDEX_KINDS[args.kind].build(passages, **_kind_options(args))
+    else:
+        retriever = Retriever.from_pretrained(args.retriever, device=args.device)
+        index = FaissIndex.build(passages, retriever, factory=args.factory, batch_size=args.batch_size,
+                                 embeddings_dtype=args.embeddings_dtype)
+    index.save(args.out)
+    _console().print(f"[green]wrote[/green] {args.out}: {len(index)} passages, kind={index.kind}")
+    return 0
+
+
+def _kind_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {}
+
+
+def _cmd_index_info(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from atlas_kit.index import load_index
+    from atlas_kit.index.base import folder_size
+
+    index = load_index(args.index, allow_mismatch=True)
+    info = index.info()
+    info["disk_bytes"] = folder_size(args.index)
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    table = Table(title=str(args.index), show_header=False)
+    for key in ("kind", "factory", "count", "version", "dim", "metric", "memory_bytes", "disk_bytes", "created",
+                "corpus_checksum", "embeddings_dtype"):
+        if key in info:
+            table.add_row(key, str(info[key]))
+    for key, value in (info.get("retriever") or {}).items():
+        table.add_row(f"retriever.{key}", str(value))
+    _console().print(table)
+    return 0
+
+
+# ---------------------------------------------------------------------- ask
+def _cmd_ask(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from atlas_kit import Atlas, Reader, Retriever
+    from atlas_kit.index import load_index
+    from atlas_kit.index.base import read_manifest
+
+    retriever_name = args.retriever
+    if retriever_name is None:
+        name = (read_manifest(args.index).get("retriever") or {}).get("name")
+        retriever_name = None if name in (None, "", "sentence-transformers/all-MiniLM-L6-v2") else name
+    retriever = Retriever.from_pretrained(retriever_name, device=args.device)
+    index = load_index(args.index, retriever=retriever, allow_mismatch=args.force)
+    reader = Reader.from_pretrained(args.reader) if args.reader else None
+    if reader is not None and args.device:
+        reader.to(args.device)
+    atlas = Atlas(retriever, reader, index, k=args.k, allow_mismatch=args.force)
+    console = _console()
+    if reader is None:
+        hits = atlas.retrieve(args.question, k=args.k)
+        answer_text, hits = None, hits[0]
+    else:
+        answer = atlas.ask(args.question, k=args.k)
+        answer_text, hits = answer.text, answer.passages
+    if args.json:
+        print(json.dumps({"question": args.question, "answer": answer_text,
+                          "passages": [{"id": h.id, "title": h.title, "score": h.score} for h in hits]}, indent=2))
+        return 0
+    console.print(f"[bold]Q:[/bold] {args.question}")
+    if answer_text is not None:
+        console.print(f"[bold green]A:[/bold green] {answer_text}")
+    table = Table("rank", "score", "id", "title", "text")
+    for h in list(hits)[: args.show]:
+        table.add_row(str(h.rank + 1), f"{h.score:.3f}", h.id, h.title, h.text[:100])
+    console.print(table)
+    return 0
+
+
+# ---------------------------------------------------------------------- demo
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from atlas_kit.demo import run_demo
+
+    result = run_demo(out=args.out, n_entities=args.entities, steps=args.steps, seed=args.seed, k=args.k)
+    return 0 if result["ok"] else 1
+
+
+# ---------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="atlas-kit", description="Retrieval-augmented few-shot learning (Atlas-style).")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings only")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    index = sub.add_parser("index", help="build, update and inspect indexes")
+    isub = index.add_subparsers(dest="index_command", metavar="ACTION")
+    build = isub.add_parser("build", help="build an index folder from a passage corpus")
+    build.add_argument("corpus", help="passages: Atlas jsonl, DPR tsv, BEIR corpus.jsonl, {id,contents} jsonl, Arrow folder")
+    build.add_argument("--out", required=True, help="index folder to write (published atomically)")
+    build.add_argument("--kind", default="faiss", help="faiss (default), bm25, ...")
+    build.add_argument("--retriever", default=None, help="hub id or folder (default: bundled all-MiniLM-L6-v2)")
+    build.add_argument("--factory", default="Flat", help='FAISS factory string, e.g. "Flat", "IVF1024,PQ64", "HNSW32"')
+    build.add_argument("--format", default="auto", help="corpus format (auto-detected by default)")
+    build.add_argument("--batch-size", type=int, default=128)
+    build.add_argument("--embeddings-dtype", default="float16", choices=["float16", "float32"])
+    build.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
+    build.set_defaults(func=_cmd_index_build)
+    info = isub.add_parser("info", help="kind, count, sizes, retriever identity, version")
+    info.add_argument("index")
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(func=_cmd_index_info)
+
+    ask = sub.add_parser("ask", help="answer a question (or just retrieve, without --reader)")
+    ask.add_argument("question")
+    ask.add_argument("--index", required=True)
+    ask.add_argument("--reader", default=None, help="T5 checkpoint: hub id or folder")
+    ask.add_argument("--retriever", default=None, help="default: the one recorded in the index manifest")
+    ask.add_argument("--k", type=int, default=20)
+    ask.add_argument("--show", type=int, default=5, help="passages to print")
+    ask.add_argument("--force", action="store_true", help="accept an index built by another encoder fingerprint")
+    ask.add_argument("--device", default=None)
+    ask.add_argument("--json", action="store_true")
+    ask.set_defaults(func=_cmd_ask)
+
+    demo = sub.add_parser("demo", help="end-to-end demo on a generated world (offline, a few minutes on CPU)")
+    demo.add_argument("--out", default="runs/demo", help="run folder")
+    demo.add_argument("--entities", type=int, default=None)
+    demo.add_argument("--steps", type=int, default=None)
+    demo.add_argument("--k", type=int, default=None)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(func=_cmd_demo)
+
+    for extra in _EXTRA_COMMANDS:
+        extra(sub)
+    return parser
+
+
+# Later modules (train, evaluate, index add/remove) register their sub-commands here.
+_EXTRA_COMMANDS: list[Callable[[Any], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from atlas_kit import __version__
+
+        print(__version__)
+        return 0
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0 if args.command is None else 2
+    _setup_logging(-1 if args.quiet else args.verbose)
+    try:
+        return int(args.func(args) or 0)
+    except (FileNotFoundError, ValueError) as e:
+        log.error("%s", e)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""What every index shares: ranked hits, the manifest, and the retriever-compatibility check.
+
+An index on disk is a self-describing folder (``manifest.json`` + passages + backend files) so a
+model can be pointed at another corpus (another time, another domain) without retraining: the
+manifest says which encoder produced the vectors, and a mismatch is refused before it can silently
+return garbage.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from atlas_kit.passages import Passage, Passages
+from atlas_kit.storage import read_json
+
+__all__ = [
+    "FORMAT_VERSION",
+    "Hit",
+    "Hits",
+    "Index",
+    "IndexMismatchError",
+    "check_retriever",
+    "folder_size",
+    "read_manifest",
+]
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+class IndexMismatchError(ValueError):
+    """The index was built by a different encoder (fingerprint or dimension differs)."""
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One retrieved passage with its score (higher is better) and 0-based rank."""
+
+    id: str
+    title: str
+    text: str
+    score: float
+    rank: int = 0
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def passage(self) -> Passage:
+        return Passage(self.id, self.title, self.text, self.metadata)
+
+
+class Hits(Sequence):
+    """The ranked hits of one query.
+
+    Backed by arrays of passage positions and scores; passage text is fetched from the index's
+    (memory-mapped) passage store only when a hit is read, so batch retrieval of thousands of
+    queries costs little more than the raw vector search.
+    """
+
+    __slots__ = ("_passages", "positions", "scores", "_cache")
+
+    def __init__(self, passages: Passages | None, positions: np.ndarray, scores: np.ndarray,
+                 hits: list[Hit] | None = None) -> None:
+        self._passages = passages
+        self.positions = positions
+        self.scores = scores
+        self._cache: list[Hit] | None = hits
+
+    @classmethod
+    def from_hits(cls, hits: list[Hit]) -> "Hits":
+        """Hits whose passages do not live in a local store (e.g. Elasticsearch results)."""
+        hits = [Hit(h.id, h.title, h.text, h.score, r, h.metadata) for r, h in enumerate(hits)]
+        return cls(None, np.full(len(hits), -1, dtype=np.int64),
+                   np.asarray([h.score for h in hits], dtype=np.float32), hits)
+
+    def _materialize(self) -> list[Hit]:
+        if self._cache is None:
+            ps = self._passages.take(self.positions.tolist()) if len(self.positions) else []
+            self._cache = [
+                Hit(p.id, p.title, p.text, float(s), r, p.metadata)
+                for r, (p, s) in enumerate(zip(ps, self.scores.tolist()))
+            ]
+        return self._cache
+
+    @property
+    def ids(self) -> list[str]:
+        if self._cache is None and self._passages is not None:
+            all_ids = self._passages.ids
+            return [all_ids[i] for i in self.positions.tolist()]
+        return [h.id for h in self._materialize()]
+
+    def truncate(self, k: int) -> "Hits":
+        """The best ``k`` hits (no passage text is read)."""
+        cache = self._cache[:k] if self._cache is not None else None
+        return Hits(self._passages, self.positions[:k], self.scores[:k], cache)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self._materialize()[i]
+
+    def __iter__(self) -> Iterator[Hit]:
+        return iter(self._materialize())
+
+    def __repr__(self) -> str:
+        return f"Hits({self.ids[:5]}{'...' if len(self) > 5 else ''})"
+
+
+def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} is not an atlas_kit index: {MANIFEST} is missing")
+    manifest = read_json(path)
+    version = manifest.get("format_version")
+    if version is None or version > FORMAT_VERSION:
+        raise ValueError(f"{path}: format_version {version!r} is not supported (this atlas_kit reads <= {FORMAT_VERSION})")
+    return manifest
+
+
+def check_retriever(manifest: dict[str, Any], retriever: Any, where: str = "index", allow_mismatch: bool = False) -> None:
+    """Refuse to pair an index with an encoder other than the one that built its vectors.
+
+    Dimension mismatches can never be overridden (search would fail); a fingerprint mismatch can
+    (``allow_mismatch=True``), e.g. after fine-tuning the query encoder only.
+    """
+    expected = manifest.get("retriever")
+    if not expected or retriever is None:
+        return
+    dim = getattr(retriever, "dim", None)
+    if dim is not None and expected.get("dim") not in (None, dim):
+        raise IndexMismatchError(
+            f"{where}: built with {expected.get('dim')}-d embeddings by {expected.get('name')!r}, "
+            f"but the retriever produces {dim}-d embeddings"
+        )
+    if allow_mismatch:
+        return
+    fp = retriever.fingerprint()
+    if expected.get("fingerprint") != fp:
+        raise IndexMismatchError(
+            f"{where}: built by retriever {expected.get('name')!r} (fingerprint {str(expected.get('fingerprint'))[:12]}), "
+            f"but the given retriever {getattr(retriever, 'name', '?')!r} has fingerprint {fp[:12]}. "
+            "Rebuild the index with this retriever, or pass allow_mismatch=True (CLI: --force) if you know "
+            "the passage encoder is unchanged."
+        )
+    for key in ("pooling", "normalize"):
+        if key in expected and getattr(retriever, key, expected[key]) != expected[key]:
+            raise IndexMismatchError(
+                f"{where}: built with {key}={expected[key]!r} but the retriever uses {key}={getattr(retriever, key)!r}"
+            )
+
+
+def folder_size(folder: str | os.PathLike) -> int:
+    """Bytes on disk under ``folder``."""
+    total = 0
+    for root, _, files in os.walk(folder):
+        for f in files:
+            total += os.path.getsize(os.path.join(root, f))
+    return total
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+class Index(ABC):
+    """A searchable collection of passages.
+
+    Dense indexes need query embeddings (``needs_embeddings``); the :class:`~atlas_kit.Atlas`
+    facade computes them with its retriever so one retriever call serves every index of a hybrid.
+    """
+
+    kind: str = "abstract"
+    needs_embeddings: bool = False
+    manifest: dict[str, Any]
+
+    @abstractmethod
+    def search(self, queries: Sequence[str], k: int, query_embeddings: np.ndarray | None = None) -> list[Hits]:
+        """Top-``k`` hits for each query, best first."""
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def save(self, folder: str | os.PathLike) -> None: ...
+
+    @property
+    def passages(self) -> Passages | None:
+        return getattr(self, "_passages", None)
+
+    def check_compatible(self, retriever: Any, allow_mismatch: bool = False) -> None:
+        """Raise :class:`IndexMismatchError` if ``retriever`` did not build this index."""
+        if self.needs_embeddings:
+            check_retriever(self.manifest, retriever, where=f"{self.kind} index", allow_mismatch=allow_mismatch)
+
+    def info(self) -> dict[str, Any]:
+        return dict(self.manifest)

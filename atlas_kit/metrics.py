@@ -1,0 +1,68 @@
+"""Metrics behind one registry: SQuAD-normalised EM/F1 and retrieval recall@k.
+
+Hub-hosted ``evaluate`` metric scripts cannot load offline, so the project's metrics are plain,
+tested functions here (``evaluate``-compatible modules wrap them in :mod:`atlas_kit.metrics`).
+"""
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+from typing import Callable, Iterable, Sequence
+
+__all__ = ["normalize_answer", "exact_match", "f1_score", "recall_at_k", "METRICS", "qa_scores"]
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD normalisation: lowercase, drop punctuation and articles, collapse whitespace."""
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def exact_match(prediction: str, answers: Sequence[str]) -> float:
+    """1.0 if the normalised prediction equals any normalised answer."""
+    p = normalize_answer(prediction)
+    return float(any(p == normalize_answer(a) for a in answers))
+
+
+def _f1(prediction: str, answer: str) -> float:
+    p, g = normalize_answer(prediction).split(), normalize_answer(answer).split()
+    if not p or not g:
+        return float(p == g)
+    common = Counter(p) & Counter(g)
+    same = sum(common.values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(p), same / len(g)
+    return 2 * precision * recall / (precision + recall)
+
+
+def f1_score(prediction: str, answers: Sequence[str]) -> float:
+    """Token-level F1 against the best-matching answer."""
+    return max((_f1(prediction, a) for a in answers), default=0.0)
+
+
+def recall_at_k(retrieved: Sequence[Sequence[str]], gold: Sequence[Iterable[str]], ks: Sequence[int] = (1, 5, 20)) -> dict[str, float]:
+    """Share of queries (in %) with at least one gold id among the first k retrieved ids."""
+    if len(retrieved) != len(gold):
+        raise ValueError(f"{len(retrieved)} retrieval lists but {len(gold)} gold sets")
+    out = {}
+    golds = [set(g) for g in gold]
+    for k in ks:
+        hits = sum(1 for r, g in zip(retrieved, golds) if g.intersection(r[:k]))
+        out[f"R@{k}"] = 100.0 * hits / max(len(golds), 1)
+    return out
+
+
+def qa_scores(predictions: Sequence[str], answers: Sequence[Sequence[str]]) -> dict[str, float]:
+    """Mean EM and F1 (in %) over examples."""
+    n = max(len(predictions), 1)
+    return {
+        "EM": 100.0 * sum(exact_match(p, a) for p, a in zip(predictions, answers)) / n,
+        "F1": 100.0 * sum(f1_score(p, a) for p, a in zip(predictions, answers)) / n,
+    }
+
+
+METRICS: dict[str, Callable] = {"exact_match": exact_match, "f1": f1_score}

