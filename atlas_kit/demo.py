@@ -39,15 +39,17 @@ __all__ = ["run_demo", "DEMO_DEFAULTS"]
 log = logging.getLogger(__name__)
 
 DEMO_DEFAULTS: dict[str, Any] = {
-    "n_entities": 300,
-    "steps": 1500,
+    "n_entities": 1500,
+    "granularity": "fact",
+    "steps": 5000,
     "k": 3,
-    "gold_only_fraction": 0.3,
+    "gold_only_fraction": 0.4,
     "batch_size": 16,
     "lr": 1e-3,
     "d_model": 128,
     "layers": 2,
     "heads": 4,
+    "dropout": 0.0,
 }
 
 
@@ -76,38 +78,44 @@ def train_reader_curriculum(
     swapped in (at a random position) when retrieval missed it. Returns the loss curve."""
     rng = random.Random(seed)
     opt = torch.optim.AdamW(reader.parameters(), lr=lr, weight_decay=0.01)
-    warmup = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * max(0.05, 1 - s / max(steps, 1))
-    )
+    gold_steps = int(round(gold_only_fraction * steps))
+    phases = [(gold_steps, True), (steps - gold_steps, False)]
     reader.train()
-    losses = []
+    losses: list[float] = []
     order: list[int] = []
-    bar = tqdm(range(steps), desc="train reader", disable=not show_progress)
-    for step in bar:
-        if len(order) < batch_size:
-            order += rng.sample(range(len(questions)), len(questions))
-        idx, order = order[:batch_size], order[batch_size:]
-        if step < gold_only_fraction * steps:
-            ctx = [[gold[i]] for i in idx]
-        else:
-            ctx = []
-            for i in idx:
-                cand = list(retrieved[i][:k])
-                if all(c.id != gold[i].id for c in cand):
-                    cand[rng.randrange(k)] = gold[i]
-                ctx.append(cand)
-        q = [questions[i] for i in idx]
-        a = [answers[i] for i in idx]
-        loss = reader.loss(q, ctx, a)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(reader.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(float(loss))
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
+    bar = tqdm(total=steps, desc="train reader", disable=not show_progress)
+    for phase_steps, gold_only in phases:
+        # each phase gets its own warmup + linear decay: the second phase is a new task
+        warmup = max(1, phase_steps // 20)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s, n=phase_steps, w=warmup: min(1.0, (s + 1) / w) * max(0.05, 1 - s / max(n, 1))
+        )
+        for _ in range(phase_steps):
+            if len(order) < batch_size:
+                order += rng.sample(range(len(questions)), len(questions))
+            idx, order = order[:batch_size], order[batch_size:]
+            if gold_only:
+                ctx = [[gold[i]] for i in idx]
+            else:
+                ctx = []
+                for i in idx:
+                    cand = list(retrieved[i][:k])
+                    if all(c.id != gold[i].id for c in cand):
+                        cand[rng.randrange(k)] = gold[i]
+                    ctx.append(cand)
+            loss = reader.loss([questions[i] for i in idx], ctx, [answers[i] for i in idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(reader.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            bar.update(1)
+            if len(losses) % 50 == 0:
+                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", phase="gold" if gold_only else f"top-{k}")
+    bar.close()
     reader.eval()
     return losses
 
@@ -133,7 +141,7 @@ def run_demo(
     t_start = time.perf_counter()
     _set_seed(seed)
 
-    world = World.generate(n_entities=cfg["n_entities"], seed=seed, granularity="entity")
+    world = World.generate(n_entities=cfg["n_entities"], seed=seed, granularity=cfg["granularity"])
     passages = Passages.from_records(world.passages())
     train_q, test_q = world.questions("train"), world.questions("test")
     console.rule("[bold]atlas-kit demo")
@@ -154,7 +162,7 @@ def run_demo(
 
     tokenizer = train_word_tokenizer(world.texts())
     reader = Reader.from_config(tokenizer, d_model=cfg["d_model"], num_layers=cfg["layers"], num_heads=cfg["heads"],
-                                seed=seed, text_maxlength=96, answer_maxlength=12)
+                                dropout=cfg["dropout"], seed=seed, text_maxlength=96, answer_maxlength=12)
     n_params = sum(p.numel() for p in reader.parameters())
     console.print(f"Reader: FiD T5 from a config ({n_params / 1e6:.1f}M parameters, random init), "
                   f"{cfg['steps']} steps on CPU (gold passage first, then top-{cfg['k']} retrieved)...")

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import pytest
+
+from atlas_kit.metrics import exact_match, f1_score, normalize_answer, qa_scores, recall_at_k
+
+
+def test_squad_normalisation():
+    assert normalize_answer("The  Eiffel Tower!") == "eiffel tower"
+    assert normalize_answer("an apple, a pear") == "apple pear"
+
+
+def test_exact_match_and_f1_hand_computed():
+    assert exact_match("the Eiffel tower", ["Eiffel Tower", "Paris"]) == 1.0
+    assert exact_match("Eiffel", ["Eiffel Tower"]) == 0.0
+    # prediction "eiffel", gold "eiffel tower": precision 1, recall 1/2 -> F1 2/3
+    assert f1_score("Eiffel", ["Eiffel Tower"]) == pytest.approx(2 / 3)
+    assert f1_score("x", ["y"]) == 0.0
+    assert qa_scores(["a b", "c"], [["a b"], ["d"]]) == {"EM": 50.0, "F1": 50.0}
+
+
+def test_recall_at_k():
+    retrieved = [["a", "b", "c"], ["x", "y", "z"], ["q", "g", "r"]]
+    gold = [["a"], ["z"], ["nope"]]
+    assert recall_at_k(retrieved, gold, ks=(1, 3)) == {"R@1": pytest.approx(100 / 3), "R@3": pytest.approx(200 / 3)}
+    with pytest.raises(ValueError):
+        recall_at_k(retrieved, gold[:2])
