@@ -53,13 +53,90 @@ def _cmd_index_build(args: argparse.Namespace) -> int:
         retriever = Retriever.from_pretrained(args.retriever, device=args.device)
         index = FaissIndex.build(passages, retriever, factory=args.factory, batch_size=args.batch_size,
                                  embeddings_dtype=args.embeddings_dtype)
-    index.save(args.out)
-    _console().print(f"[green]wrote[/green] {args.out}: {len(index)} passages, kind={index.kind}")
+    if "@" in args.out and "/" not in args.out:
+        from atlas_kit.index.store import IndexStore
+
+        where = IndexStore(args.root).add(args.out, index, publish=True)
+    else:
+        index.save(args.out)
+        where = args.out
+    _console().print(f"[green]wrote[/green] {where}: {len(index)} passages, kind={index.kind}")
     return 0
 
 
 def _kind_options(args: argparse.Namespace) -> dict[str, Any]:
     return {}
+
+
+def _resolve(spec: str) -> str:
+    from atlas_kit.index.store import resolve_index_path
+
+    return str(resolve_index_path(spec))
+
+
+def _load_for_update(spec: str):
+    from atlas_kit.index import load_index
+
+    return load_index(_resolve(spec), allow_mismatch=True, mmap=False)
+
+
+def _retriever_for(index: Any, name: str | None, device: str | None):
+    from atlas_kit import Retriever
+
+    if name is None:
+        recorded = (index.manifest.get("retriever") or {}).get("name")
+        name = None if recorded in (None, "", "sentence-transformers/all-MiniLM-L6-v2") else recorded
+    return Retriever.from_pretrained(name, device=device)
+
+
+def _cmd_index_add(args: argparse.Namespace) -> int:
+    from atlas_kit import load_passages
+
+    index = _load_for_update(args.index)
+    new = load_passages(args.passages)
+    if index.needs_embeddings:
+        index.add(new, retriever=_retriever_for(index, args.retriever, args.device))
+    else:
+        index.add(new)
+    index.save(args.out or _resolve(args.index))
+    _console().print(f"[green]added[/green] {len(new)} passages: {len(index)} in total, version {index.manifest.get('version')}")
+    return 0
+
+
+def _cmd_index_remove(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    ids = [line.strip() for line in Path(args.ids).read_text(encoding="utf-8").splitlines() if line.strip()]
+    index = _load_for_update(args.index)
+    index.remove(ids)
+    index.save(args.out or _resolve(args.index))
+    _console().print(f"[green]removed[/green] {len(ids)} passages: {len(index)} left, version {index.manifest.get('version')}")
+    return 0
+
+
+def _cmd_index_publish(args: argparse.Namespace) -> int:
+    from atlas_kit.index.store import IndexStore
+
+    IndexStore(args.root).publish(args.ref)
+    _console().print(f"[green]published[/green] {args.ref}")
+    return 0
+
+
+def _cmd_index_list(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from atlas_kit.index.base import read_manifest
+    from atlas_kit.index.store import IndexStore
+
+    store = IndexStore(args.root)
+    table = Table("name", "version", "current", "kind", "count", "created")
+    for name in store.names():
+        for version in store.versions(name):
+            m = read_manifest(store.root / name / version)
+            table.add_row(name, version, "*" if store.current(name) == version else "", str(m.get("kind")),
+                          str(m.get("count")), str(m.get("created", "")))
+    _console().print(table)
+    return 0
 
 
 def _cmd_index_info(args: argparse.Namespace) -> int:
@@ -68,9 +145,10 @@ def _cmd_index_info(args: argparse.Namespace) -> int:
     from atlas_kit.index import load_index
     from atlas_kit.index.base import folder_size
 
-    index = load_index(args.index, allow_mismatch=True)
+    folder = _resolve(args.index)
+    index = load_index(folder, allow_mismatch=True)
     info = index.info()
-    info["disk_bytes"] = folder_size(args.index)
+    info["disk_bytes"] = folder_size(folder)
     if args.json:
         print(json.dumps(info, indent=2, default=str))
         return 0
@@ -93,12 +171,13 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     from atlas_kit.index import load_index
     from atlas_kit.index.base import read_manifest
 
+    folder = _resolve(args.index)
     retriever_name = args.retriever
     if retriever_name is None:
-        name = (read_manifest(args.index).get("retriever") or {}).get("name")
+        name = (read_manifest(folder).get("retriever") or {}).get("name")
         retriever_name = None if name in (None, "", "sentence-transformers/all-MiniLM-L6-v2") else name
     retriever = Retriever.from_pretrained(retriever_name, device=args.device)
-    index = load_index(args.index, retriever=retriever, allow_mismatch=args.force)
+    index = load_index(folder, retriever=retriever, allow_mismatch=args.force)
     reader = Reader.from_pretrained(args.reader) if args.reader else None
     if reader is not None and args.device:
         reader.to(args.device)
@@ -144,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     isub = index.add_subparsers(dest="index_command", metavar="ACTION")
     build = isub.add_parser("build", help="build an index folder from a passage corpus")
     build.add_argument("corpus", help="passages: Atlas jsonl, DPR tsv, BEIR corpus.jsonl, {id,contents} jsonl, Arrow folder")
-    build.add_argument("--out", required=True, help="index folder to write (published atomically)")
+    build.add_argument("--out", required=True, help="index folder to write (published atomically), or NAME@VERSION")
     build.add_argument("--kind", default="faiss", help="faiss (default), bm25, ...")
     build.add_argument("--retriever", default=None, help="hub id or folder (default: bundled all-MiniLM-L6-v2)")
     build.add_argument("--factory", default="Flat", help='FAISS factory string, e.g. "Flat", "IVF1024,PQ64", "HNSW32"')
@@ -152,15 +231,35 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--batch-size", type=int, default=128)
     build.add_argument("--embeddings-dtype", default="float16", choices=["float16", "float32"])
     build.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
+    build.add_argument("--root", default="indexes", help="index store root for --out NAME@VERSION")
     build.set_defaults(func=_cmd_index_build)
+    add = isub.add_parser("add", help="add passages to an index (ids must be new); writes a new version")
+    add.add_argument("index", help="index folder or NAME[@VERSION]")
+    add.add_argument("passages", help="passages to add (any supported format)")
+    add.add_argument("--out", default=None, help="write here instead of replacing the index folder")
+    add.add_argument("--retriever", default=None, help="default: the one recorded in the manifest")
+    add.add_argument("--device", default=None)
+    add.set_defaults(func=_cmd_index_add)
+    remove = isub.add_parser("remove", help="remove passages by id (one id per line in FILE)")
+    remove.add_argument("index", help="index folder or NAME[@VERSION]")
+    remove.add_argument("--ids", required=True, help="file with one passage id per line")
+    remove.add_argument("--out", default=None, help="write here instead of replacing the index folder")
+    remove.set_defaults(func=_cmd_index_remove)
+    publish = isub.add_parser("publish", help="make NAME@VERSION the current version in the index store")
+    publish.add_argument("ref", help="NAME@VERSION")
+    publish.add_argument("--root", default="indexes")
+    publish.set_defaults(func=_cmd_index_publish)
+    ls = isub.add_parser("list", help="named indexes and their versions in the index store")
+    ls.add_argument("--root", default="indexes")
+    ls.set_defaults(func=_cmd_index_list)
     info = isub.add_parser("info", help="kind, count, sizes, retriever identity, version")
-    info.add_argument("index")
+    info.add_argument("index", help="index folder or NAME[@VERSION]")
     info.add_argument("--json", action="store_true")
     info.set_defaults(func=_cmd_index_info)
 
     ask = sub.add_parser("ask", help="answer a question (or just retrieve, without --reader)")
     ask.add_argument("question")
-    ask.add_argument("--index", required=True)
+    ask.add_argument("--index", required=True, help="index folder or NAME[@VERSION] in the index store (e.g. wiki@2020)")
     ask.add_argument("--reader", default=None, help="T5 checkpoint: hub id or folder")
     ask.add_argument("--retriever", default=None, help="default: the one recorded in the index manifest")
     ask.add_argument("--k", type=int, default=20)

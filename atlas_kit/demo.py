@@ -41,9 +41,11 @@ log = logging.getLogger(__name__)
 DEMO_DEFAULTS: dict[str, Any] = {
     "n_entities": 1500,
     "granularity": "fact",
+    "typed_values": True,
     "steps": 5000,
     "k": 3,
-    "gold_only_fraction": 0.4,
+    "gold_only_fraction": 0.1,
+    "gold_mix": 0.0,
     "batch_size": 16,
     "lr": 1e-3,
     "d_model": 128,
@@ -68,6 +70,7 @@ def train_reader_curriculum(
     steps: int,
     k: int,
     gold_only_fraction: float = 0.3,
+    gold_mix: float = 0.0,
     batch_size: int = 16,
     lr: float = 1e-3,
     seed: int = 0,
@@ -75,7 +78,9 @@ def train_reader_curriculum(
 ) -> list[float]:
     """Train ``reader`` on (question, passages, answer): gold passage alone for the first
     ``gold_only_fraction`` of steps, then the top-``k`` retrieved passages with the gold passage
-    swapped in (at a random position) when retrieval missed it. Returns the loss curve."""
+    swapped in (at a random position) when retrieval missed it; in that second phase a share
+    ``gold_mix`` of the batches stay gold-only so the copying skill is not forgotten while
+    passage selection is learned. Returns the loss curve."""
     rng = random.Random(seed)
     opt = torch.optim.AdamW(reader.parameters(), lr=lr, weight_decay=0.01)
     gold_steps = int(round(gold_only_fraction * steps))
@@ -96,7 +101,7 @@ def train_reader_curriculum(
             if len(order) < batch_size:
                 order += rng.sample(range(len(questions)), len(questions))
             idx, order = order[:batch_size], order[batch_size:]
-            if gold_only:
+            if gold_only or rng.random() < gold_mix:
                 ctx = [[gold[i]] for i in idx]
             else:
                 ctx = []
@@ -141,7 +146,8 @@ def run_demo(
     t_start = time.perf_counter()
     _set_seed(seed)
 
-    world = World.generate(n_entities=cfg["n_entities"], seed=seed, granularity=cfg["granularity"])
+    world = World.generate(n_entities=cfg["n_entities"], seed=seed, granularity=cfg["granularity"],
+                           typed_values=cfg["typed_values"])
     passages = Passages.from_records(world.passages())
     train_q, test_q = world.questions("train"), world.questions("test")
     console.rule("[bold]atlas-kit demo")
@@ -170,7 +176,7 @@ def run_demo(
     losses = train_reader_curriculum(
         reader, [q.question for q in train_q], [q.answers[0] for q in train_q], gold,
         [list(h) for h in ret_train], steps=cfg["steps"], k=cfg["k"], gold_only_fraction=cfg["gold_only_fraction"],
-        batch_size=cfg["batch_size"], lr=cfg["lr"], seed=seed, show_progress=not quiet,
+        gold_mix=cfg["gold_mix"], batch_size=cfg["batch_size"], lr=cfg["lr"], seed=seed, show_progress=not quiet,
     )
     atlas.reader = reader
 

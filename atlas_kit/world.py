@@ -16,7 +16,7 @@ from typing import Iterator
 
 from atlas_kit.storage import atomic_write_text
 
-__all__ = ["Fact", "Question", "World", "KINDS"]
+__all__ = ["Fact", "Question", "World", "KINDS", "TYPE_WORDS"]
 
 _ONSETS = ["b", "br", "d", "dr", "f", "g", "gr", "h", "k", "kr", "l", "m", "n", "p", "r", "s", "st", "t", "tr", "v", "z", "th", "sh"]
 _VOWELS = ["a", "e", "i", "o", "u", "ai", "ea", "ou", "y"]
@@ -77,6 +77,18 @@ KINDS: dict[str, tuple[Attribute, ...]] = {
 }
 
 
+# A type word per attribute, distinct within each kind ("Port Blim" is a city, "Lord Trell" a
+# person). With ``typed_values=True`` every answer starts with its attribute's type word: a reader
+# trained from scratch learns "capital -> Port" quickly and then only has to copy the name that
+# follows "Port" in whichever retrieved passage has it - it can tell same-entity passages apart.
+TYPE_WORDS: dict[str, dict[str, str]] = {
+    "country": {"capital": "Port", "leader": "Lord", "currency": "Crown", "language": "Old"},
+    "person": {"birthplace": "Fort", "employer": "House", "spouse": "Lady", "instrument": "Horn"},
+    "river": {"source": "Mount", "mouth": "Gulf", "fish": "Silver", "bridge": "Port"},
+    "company": {"founder": "Lord", "headquarters": "Port", "product": "Model", "rival": "House"},
+}
+
+
 @dataclass(frozen=True)
 class Fact:
     entity: str
@@ -93,6 +105,10 @@ class Question:
     attribute: str
     gold_ids: list[str]
     split: str
+
+
+def _typed(kind: str, attribute: str, name: str, typed: bool) -> str:
+    return f"{TYPE_WORDS[kind][attribute]} {name}" if typed else name
 
 
 class _Namer:
@@ -131,7 +147,9 @@ class World:
     """
 
     def __init__(self, entities: list[tuple[str, str, str]], facts: list[Fact], granularity: str,
-                 paraphrase: float, seed: int, splits: dict[str, str], pools: dict[str, list[str]]) -> None:
+                 paraphrase: float, seed: int, splits: dict[str, str], pools: dict[str, list[str]],
+                 typed_values: bool = False) -> None:
+        self.typed_values = typed_values
         self.entities = entities  # (entity id, name, kind)
         self.facts = facts
         self.granularity = granularity
@@ -143,7 +161,7 @@ class World:
 
     @classmethod
     def generate(cls, n_entities: int = 200, seed: int = 0, granularity: str = "entity", paraphrase: float = 0.0,
-                 splits: tuple[float, float, float] = (0.7, 0.15, 0.15)) -> "World":
+                 splits: tuple[float, float, float] = (0.7, 0.15, 0.15), typed_values: bool = False) -> "World":
         if granularity not in ("entity", "fact"):
             raise ValueError(f"granularity must be 'entity' or 'fact', got {granularity!r}")
         if not 0.0 <= paraphrase <= 1.0:
@@ -153,15 +171,19 @@ class World:
         kinds = list(KINDS)
         entities = [(f"p{i:05d}", namer.word(), kinds[i % len(kinds)]) for i in range(n_entities)]
         pool_names = sorted({a.pool for attrs in KINDS.values() for a in attrs})
-        pools = {p: [namer.value(p) for _ in range(max(2 * n_entities, 50))] for p in pool_names}
-        facts = [Fact(name, a.name, rng.choice(pools[a.pool])) for _, name, kind in entities for a in KINDS[kind]]
+        if typed_values:  # plain invented names; the type word comes from the attribute
+            pools = {p: [namer.word() for _ in range(max(2 * n_entities, 50))] for p in pool_names}
+        else:
+            pools = {p: [namer.value(p) for _ in range(max(2 * n_entities, 50))] for p in pool_names}
+        facts = [Fact(name, a.name, _typed(kind, a.name, rng.choice(pools[a.pool]), typed_values))
+                 for _, name, kind in entities for a in KINDS[kind]]
         order = list(range(n_entities))
         rng.shuffle(order)
         n_train, n_dev = round(splits[0] * n_entities), round(splits[1] * n_entities)
         split_of = {}
         for rank, i in enumerate(order):
             split_of[entities[i][1]] = "train" if rank < n_train else "dev" if rank < n_train + n_dev else "test"
-        return cls(entities, facts, granularity, paraphrase, seed, split_of, pools)
+        return cls(entities, facts, granularity, paraphrase, seed, split_of, pools, typed_values)
 
     # ------------------------------------------------------------------ corpus
     def _attributes(self, kind: str) -> tuple[Attribute, ...]:
@@ -219,16 +241,18 @@ class World:
         n_change = round(fraction * len(self.facts))
         change = set(rng.sample(range(len(self.facts)), n_change))
         attr_pool = {a.name: a.pool for attrs in KINDS.values() for a in attrs}
+        kind_of = {name: kind for _, name, kind in self.entities}
         facts = []
         for i, f in enumerate(self.facts):
             if i in change:
                 pool = self.pools[attr_pool[f.attribute]]
                 new = f.value
                 while new == f.value:
-                    new = rng.choice(pool)
+                    new = _typed(kind_of[f.entity], f.attribute, rng.choice(pool), self.typed_values)
                 f = replace(f, value=new)
             facts.append(f)
-        return World(self.entities, facts, self.granularity, self.paraphrase, self.seed, self.splits, self.pools)
+        return World(self.entities, facts, self.granularity, self.paraphrase, self.seed, self.splits, self.pools,
+                     self.typed_values)
 
     def changed(self, other: "World") -> list[Fact]:
         """Facts of this world whose value is different in ``other``."""

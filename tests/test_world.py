@@ -65,3 +65,18 @@ def test_to_jsonl(tmp_path):
     assert len(load_passages(paths["passages"])) == 30
     rec = json.loads(paths["train"].read_text().splitlines()[0])
     assert set(rec) == {"id", "question", "answers", "gold_ids"}
+
+
+def test_typed_values_carry_a_type_word_distinct_within_each_kind():
+    from atlas_kit.world import TYPE_WORDS
+
+    for kind, words in TYPE_WORDS.items():
+        assert len(set(words.values())) == len(words) == 4, kind
+    w = World.generate(60, seed=0, granularity="fact", typed_values=True)
+    kind_of = {name: kind for _, name, kind in w.entities}
+    for f in w.facts:
+        assert f.value.split()[0] == TYPE_WORDS[kind_of[f.entity]][f.attribute] and len(f.value.split()) == 2
+    later = w.evolve(0.5, seed=2)
+    for f in w.changed(later):
+        new = next(g for g in later.facts if (g.entity, g.attribute) == (f.entity, f.attribute))
+        assert new.value.split()[0] == f.value.split()[0] and new.value != f.value

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -64,12 +65,26 @@ class FaissIndex(Index):
     ) -> None:
         if index.ntotal != len(passages):
             raise ValueError(f"FAISS index holds {index.ntotal} vectors but there are {len(passages)} passages")
-        self.index = index
-        self._passages = passages
-        self.embeddings = embeddings
+        # one tuple, replaced as a whole by add/remove: a search reads it once and so always sees
+        # a consistent (index, passages, embeddings) snapshot, even while an update runs
+        self._state: tuple[faiss.Index, Passages, np.ndarray | None] = (index, passages, embeddings)
         self.manifest = manifest
         self._gpu_index = None
+        self._gpu_source = None
+        self._update_lock = threading.Lock()
         self.path: str | None = None
+
+    @property
+    def index(self) -> faiss.Index:
+        return self._state[0]
+
+    @property
+    def passages(self) -> Passages:
+        return self._state[1]
+
+    @property
+    def embeddings(self) -> np.ndarray | None:
+        return self._state[2]
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -155,10 +170,11 @@ class FaissIndex(Index):
     def save(self, folder: str | os.PathLike) -> None:
         """Write the index folder to a temporary sibling and publish it with an atomic rename."""
         with atomic_dir(folder) as tmp:
-            self._passages.save(tmp / "passages")
-            if self.embeddings is not None:
-                np.save(tmp / "embeddings.npy", np.asarray(self.embeddings, dtype=self.manifest.get("embeddings_dtype", "float16")))
-            faiss.write_index(self.index, str(tmp / "index.faiss"))
+            index, passages, embeddings = self._state
+            passages.save(tmp / "passages")
+            if embeddings is not None:
+                np.save(tmp / "embeddings.npy", np.asarray(embeddings, dtype=self.manifest.get("embeddings_dtype", "float16")))
+            faiss.write_index(index, str(tmp / "index.faiss"))
             atomic_write_json(tmp / MANIFEST, self.manifest)
         self.path = str(folder)
 
@@ -211,27 +227,97 @@ class FaissIndex(Index):
         if not _gpu_available():
             log.info("faiss GPU support not available; searching on CPU")
             return False
-        self._gpu_index = faiss.index_cpu_to_all_gpus(self.index)
+        self._gpu_source = self.index
+        self._gpu_index = faiss.index_cpu_to_all_gpus(self._gpu_source)
         return True
 
     def search_vectors(self, query_embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Raw FAISS search: (scores [n, k], positions [n, k]); position -1 means no result."""
+        return self._search(self.index, query_embeddings, k)
+
+    def _search(self, index: faiss.Index, query_embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         q = np.ascontiguousarray(query_embeddings, dtype=np.float32)
-        if q.ndim != 2 or q.shape[1] != self.dim:
-            raise ValueError(f"query embeddings must be [n, {self.dim}], got {q.shape}")
-        index = self._gpu_index if self._gpu_index is not None else self.index
+        if q.ndim != 2 or q.shape[1] != index.d:
+            raise ValueError(f"query embeddings must be [n, {index.d}], got {q.shape}")
+        if self._gpu_index is not None and index is self._gpu_source:
+            index = self._gpu_index
         return index.search(q, k)
+
+    # ------------------------------------------------------------------ incremental updates
+    def add(self, passages: Passages | str | os.PathLike, retriever: Any = None,
+            embeddings: np.ndarray | None = None, batch_size: int = 128) -> "FaissIndex":
+        """Append passages (encoded with ``retriever``, which must match the manifest, or given as
+        ``embeddings``). Existing passages keep their positions and ids; the manifest version
+        increments. Returns ``self``. Searches running meanwhile see the old or the new state."""
+        if not isinstance(passages, Passages):
+            passages = load_passages(passages)
+        if embeddings is None:
+            if retriever is None:
+                raise ValueError("FaissIndex.add needs the retriever that built the index (or embeddings=...)")
+            check_retriever(self.manifest, retriever, where="FaissIndex.add")
+            embeddings = retriever.encode_passages(passages, batch_size=batch_size)
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+        if embeddings.shape != (len(passages), self.dim):
+            raise ValueError(f"embeddings must be [{len(passages)}, {self.dim}], got {embeddings.shape}")
+        with self._update_lock:
+            index, old_passages, old_emb = self._state
+            merged = old_passages.concat(passages)  # raises on duplicate ids before anything changes
+            new_index = faiss.clone_index(index)
+            _add(new_index, embeddings)
+            dtype = self.manifest.get("embeddings_dtype", "float16")
+            new_emb = None if old_emb is None else np.concatenate([np.asarray(old_emb), embeddings.astype(dtype)])
+            self._commit((new_index, merged, new_emb), "add", len(passages))
+        return self
+
+    def remove(self, ids: Sequence[str]) -> "FaissIndex":
+        """Remove passages by id; the others keep their ids (positions shift down, in order).
+
+        Flat indexes delete in place (``remove_ids``, exact). Other index types are rebuilt from the
+        stored embeddings with their trained quantizers (``reset`` + ``add``): no re-encoding and no
+        re-training, at the cost of one pass of ``add`` over the remaining vectors.
+        """
+        with self._update_lock:
+            index, passages, emb = self._state
+            drop = sorted({passages.position(pid) for pid in ids})  # KeyError names an unknown id
+            if not drop:
+                return self
+            keep_mask = np.ones(len(passages), dtype=bool)
+            keep_mask[drop] = False
+            keep = np.flatnonzero(keep_mask)
+            new_index = faiss.clone_index(index)
+            if isinstance(faiss.downcast_index(new_index), faiss.IndexFlat):
+                new_index.remove_ids(np.asarray(drop, dtype=np.int64))
+            else:
+                if emb is None:
+                    raise ValueError("this index was loaded without embeddings; cannot rebuild it after removal")
+                new_index.reset()
+                _add(new_index, np.asarray(emb)[keep])
+            new_emb = None if emb is None else np.asarray(emb)[keep]
+            self._commit((new_index, passages.select(keep.tolist()), new_emb), "remove", len(drop))
+        return self
+
+    def _commit(self, state: tuple[faiss.Index, Passages, np.ndarray | None], change: str, n: int) -> None:
+        manifest = dict(self.manifest)
+        manifest["version"] = int(manifest.get("version", 1)) + 1
+        manifest["count"] = len(state[1])
+        manifest["corpus_checksum"] = state[1].checksum()
+        manifest["history"] = [*manifest.get("history", []),
+                               {"version": manifest["version"], "change": change, "count": n, "at": now_iso()}]
+        self._state = state
+        self.manifest = manifest
+        self._gpu_index = None
 
     def search(self, queries: Sequence[str], k: int, query_embeddings: np.ndarray | None = None) -> list[Hits]:
         if query_embeddings is None:
             raise ValueError("FaissIndex.search needs query_embeddings (use Atlas.retrieve, which computes them)")
-        scores, positions = self.search_vectors(query_embeddings, k)
+        index, passages, _ = self._state
+        scores, positions = self._search(index, query_embeddings, k)
         out = []
         for s, p in zip(scores, positions):
             if p[-1] < 0:  # fewer than k results
                 keep = p >= 0
                 s, p = s[keep], p[keep]
-            out.append(Hits(self._passages, p, s))
+            out.append(Hits(passages, p, s))
         return out
 
     def info(self) -> dict[str, Any]:
