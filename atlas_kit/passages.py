@@ -23,6 +23,8 @@ from typing import Any
 import datasets
 import pyarrow as pa
 
+from atlas_kit.storage import iter_jsonl
+
 __all__ = ["Passage", "Passages", "load_passages", "passage_text", "FORMATS"]
 
 log = logging.getLogger(__name__)
@@ -247,19 +249,10 @@ def _detect_json_format(rec: dict[str, Any]) -> str:
 
 
 def _iter_jsonl(path: Path, fmt: str) -> Iterator[tuple[int, tuple[str, str, str, dict]]]:
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
-            if not isinstance(rec, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
-            if fmt == "auto":
-                fmt = _detect_json_format(rec)
-            yield lineno, _record_to_row(rec, fmt, f"{path}:{lineno}")
+    for lineno, rec in iter_jsonl(path):
+        if fmt == "auto":
+            fmt = _detect_json_format(rec)
+        yield lineno, _record_to_row(rec, fmt, f"{path}:{lineno}")
 
 
 def _iter_json_list(path: Path, fmt: str) -> Iterator[tuple[int, tuple[str, str, str, dict]]]:

@@ -91,8 +91,12 @@ class Hits(Sequence):
     @property
     def ids(self) -> list[str]:
         if self._cache is None and self._passages is not None:
-            all_ids = self._passages.ids
-            return [all_ids[i] for i in self.positions.tolist()]
+            # one vectorised gather from an object array cached on the (immutable) passage store
+            arr = getattr(self._passages, "_id_array", None)
+            if arr is None:
+                arr = np.asarray(self._passages.ids, dtype=object)
+                self._passages._id_array = arr
+            return arr[self.positions].tolist()
         return [h.id for h in self._materialize()]
 
     def truncate(self, k: int) -> "Hits":

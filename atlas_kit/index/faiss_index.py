@@ -312,13 +312,10 @@ class FaissIndex(Index):
             raise ValueError("FaissIndex.search needs query_embeddings (use Atlas.retrieve, which computes them)")
         index, passages, _ = self._state
         scores, positions = self._search(index, query_embeddings, k)
-        out = []
-        for s, p in zip(scores, positions):
-            if p[-1] < 0:  # fewer than k results
-                keep = p >= 0
-                s, p = s[keep], p[keep]
-            out.append(Hits(passages, p, s))
-        return out
+        if positions.size and positions[:, -1].min() < 0:  # some queries got fewer than k results
+            keep = positions >= 0
+            return [Hits(passages, p[m], s[m]) for p, s, m in zip(positions, scores, keep)]
+        return [Hits(passages, p, s) for p, s in zip(positions, scores)]
 
     def info(self) -> dict[str, Any]:
         info = dict(self.manifest)

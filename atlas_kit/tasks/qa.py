@@ -1,11 +1,12 @@
 """Open-domain QA examples: ``{"question", "answers"}`` jsonl and its common variants."""
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from atlas_kit.storage import iter_jsonl
 
 __all__ = ["QAExample", "load_qa"]
 
@@ -50,31 +51,24 @@ def load_qa(path: str | os.PathLike, limit: int | None = None) -> list[QAExample
     if not path.is_file():
         raise FileNotFoundError(f"QA file not found: {path}")
     out: list[QAExample] = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
-            qkey = next((k for k in _QUESTION_KEYS if k in rec), None)
-            akey = next((k for k in _ANSWER_KEYS if k in rec), None)
-            if qkey is None:
-                raise ValueError(f"{path}:{lineno}: missing field 'question'")
-            if akey is None:
-                raise ValueError(f"{path}:{lineno}: missing field 'answers'")
-            answers = rec[akey]
-            answers = [answers] if isinstance(answers, str) else list(answers)
-            for alias in rec.get("aliases", []) or []:
-                if alias not in answers:
-                    answers.append(alias)
-            gold = rec.get("gold_ids") or []
-            meta = {k: v for k, v in rec.items() if k not in {qkey, akey, "id", "gold_ids", "aliases"}}
-            out.append(QAExample(str(rec.get("id", f"{path.stem}-{lineno}")), _clean_question(rec[qkey]),
-                                 [str(a) for a in answers], [str(g) for g in gold], meta))
-            if limit is not None and len(out) >= limit:
-                break
+    for lineno, rec in iter_jsonl(path):
+        qkey = next((k for k in _QUESTION_KEYS if k in rec), None)
+        akey = next((k for k in _ANSWER_KEYS if k in rec), None)
+        if qkey is None:
+            raise ValueError(f"{path}:{lineno}: missing field 'question'")
+        if akey is None:
+            raise ValueError(f"{path}:{lineno}: missing field 'answers'")
+        answers = rec[akey]
+        answers = [answers] if isinstance(answers, str) else list(answers)
+        for alias in rec.get("aliases", []) or []:
+            if alias not in answers:
+                answers.append(alias)
+        gold = rec.get("gold_ids") or []
+        meta = {k: v for k, v in rec.items() if k not in {qkey, akey, "id", "gold_ids", "aliases"}}
+        out.append(QAExample(str(rec.get("id", f"{path.stem}-{lineno}")), _clean_question(rec[qkey]),
+                             [str(a) for a in answers], [str(g) for g in gold], meta))
+        if limit is not None and len(out) >= limit:
+            break
     if not out:
         raise ValueError(f"{path}: no examples")
     return out
