@@ -1,0 +1,95 @@
+"""Training configuration: one flat dataclass, loadable from YAML and ``key=value`` overrides."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["TrainConfig", "parse_schedule"]
+
+REFRESH = ("none", "reindex", "query_side", "rerank")
+SCHEDULERS = ("linear", "cosine", "constant")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a few-shot run needs; defaults follow Atlas where it has one.
+
+    ``n_context`` passages go to the reader; ``retriever_loss`` picks the objective that teaches
+    the retriever from the reader (``none`` freezes it). ``refresh`` says how the index keeps up
+    with a changing passage encoder: ``reindex`` re-embeds the corpus on ``refresh_schedule``
+    (Atlas syntax ``"0-100:10,100-1000:500"``: every 10 steps until 100, then every 500),
+    ``query_side`` unties the encoders and freezes the passage side, ``rerank`` retrieves
+    ``rerank_candidates`` from the stale index and re-embeds them with the current passage encoder.
+    """
+
+    steps: int = 100
+    batch_size: int = 4
+    accumulation: int = 1
+    n_context: int = 5
+    reader_lr: float = 1e-4
+    retriever_lr: float = 1e-5
+    weight_decay: float = 0.01
+    warmup_steps: int = 10
+    scheduler: str = "linear"
+    clip_norm: float = 1.0
+    retriever_loss: str = "pdist"
+    temperature_score: float = 0.01
+    temperature_gold: float = 0.01
+    refresh: str = "none"
+    refresh_schedule: str = "0-1000000:500"
+    rerank_candidates: int = 20
+    eval_every: int = 0
+    save_every: int = 0
+    eval_batch_size: int = 16
+    amp: str | None = None  # "bf16" / "fp16" on CUDA; ignored on CPU
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    output_dir: str | None = None
+    log_every: int = 10
+    tensorboard: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.refresh not in REFRESH:
+            raise ValueError(f"refresh must be one of {REFRESH}, got {self.refresh!r}")
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
+        if self.accumulation < 1 or self.batch_size < 1 or self.n_context < 1:
+            raise ValueError("batch_size, accumulation and n_context must be >= 1")
+        parse_schedule(self.refresh_schedule)
+
+    @property
+    def trains_retriever(self) -> bool:
+        return self.retriever_loss != "none" and self.retriever_lr > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown training option(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        return cls(**values)
+
+
+def parse_schedule(spec: str) -> list[tuple[int, int, int]]:
+    """``"0-100:10,100-1000:500"`` -> [(0, 100, 10), (100, 1000, 500)] (start, end, every)."""
+    out = []
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        try:
+            span, every = part.split(":")
+            start, end = span.split("-")
+            out.append((int(start), int(end), int(every)))
+        except ValueError:
+            raise ValueError(f"bad refresh schedule part {part!r} in {spec!r} (expected START-END:EVERY)") from None
+        if out[-1][2] <= 0 or out[-1][1] <= out[-1][0]:
+            raise ValueError(f"bad refresh schedule part {part!r}: need END > START and EVERY > 0")
+    return out
+
+
+def due(schedule: list[tuple[int, int, int]], step: int) -> bool:
+    """Whether a refresh is due after ``step`` optimizer steps (step >= 1)."""
+    return any(start <= step < end and (step - start) % every == 0 and step > 0 for start, end, every in schedule)

@@ -1,0 +1,317 @@
+"""Joint few-shot training of reader and retriever (Atlas, Section 2.2-2.4).
+
+Each step: retrieve the top passages for the batch (no gradient) -> optionally re-embed candidates
+with the current passage encoder (``rerank``) -> retriever scores *with* gradient for those
+passages -> reader loss on the answers, and the reader's signal for the chosen retriever objective
+-> ``reader_loss + retriever_loss`` -> one optimizer with separate learning rates. The index is
+kept in step with the passage encoder by the configured refresh strategy.
+
+Deterministic on CPU: the batch order is a pure function of (seed, step), and the torch RNG state
+is checkpointed, so resuming from a checkpoint reproduces the uninterrupted run.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+
+from atlas_kit.api import Atlas
+from atlas_kit.index.faiss_index import FaissIndex
+from atlas_kit.losses import retriever_loss
+from atlas_kit.metrics import qa_scores, recall_at_k
+from atlas_kit.reader_signals import reader_signal
+from atlas_kit.retriever import autocast_context
+from atlas_kit.storage import atomic_dir, atomic_write_json, atomic_write_text, read_json
+from atlas_kit.tasks.qa import QAExample
+from atlas_kit.train.config import TrainConfig, due, parse_schedule
+
+__all__ = ["Trainer"]
+
+log = logging.getLogger(__name__)
+
+
+def _lr_lambda(cfg: TrainConfig):
+    def f(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / max(1, cfg.warmup_steps)
+        if cfg.scheduler == "constant":
+            return 1.0
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+        if cfg.scheduler == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        return max(0.0, 1.0 - progress)
+
+    return f
+
+
+class Trainer:
+    """Fits ``atlas.reader`` (and ``atlas.retriever`` unless the objective is ``none``).
+
+    Use ``atlas.trainer(config).fit(train, eval)`` or ``Trainer(atlas, config)``.
+    """
+
+    def __init__(self, atlas: Atlas, config: TrainConfig | dict[str, Any] | None = None) -> None:
+        if atlas.reader is None:
+            raise ValueError("training needs an Atlas with a reader")
+        self.atlas = atlas
+        self.cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config or {}))
+        self.reader = atlas.reader
+        self.retriever = atlas.retriever
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        self._schedule = parse_schedule(self.cfg.refresh_schedule)
+        torch.manual_seed(self.cfg.seed)
+        random.seed(self.cfg.seed)
+        np.random.seed(self.cfg.seed)
+        if self.cfg.refresh == "query_side":
+            self.retriever.freeze_passage_encoder()
+        if self.cfg.gradient_checkpointing:
+            self.reader.gradient_checkpointing_enable()
+            self.retriever.gradient_checkpointing_enable()
+        groups = [{"params": [p for p in self.reader.parameters() if p.requires_grad], "lr": self.cfg.reader_lr}]
+        if self.cfg.trains_retriever:
+            groups.append({"params": [p for p in self.retriever.parameters() if p.requires_grad], "lr": self.cfg.retriever_lr})
+        else:
+            for p in self.retriever.parameters():
+                p.requires_grad_(False)
+        self.optimizer = torch.optim.AdamW(groups, weight_decay=self.cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(self.cfg))
+        self.out = Path(self.cfg.output_dir) if self.cfg.output_dir else None
+        self._tb = None
+
+    # ------------------------------------------------------------------ data order
+    def _batch(self, examples: Sequence[QAExample], step: int, micro: int) -> list[QAExample]:
+        """Examples of micro-batch ``micro`` of optimizer step ``step``: a pure function of the seed."""
+        per_step = self.cfg.batch_size * self.cfg.accumulation
+        start = (step * per_step + micro * self.cfg.batch_size)
+        epoch, offset = divmod(start, len(examples))
+        out = []
+        while len(out) < self.cfg.batch_size:
+            perm = np.random.default_rng(self.cfg.seed * 1_000_003 + epoch).permutation(len(examples))
+            take = perm[offset : offset + self.cfg.batch_size - len(out)]
+            out.extend(examples[int(i)] for i in take)
+            epoch, offset = epoch + 1, 0
+        return out
+
+    # ------------------------------------------------------------------ retrieval
+    def retrieve(self, questions: list[str]) -> list[list[Any]]:
+        """The ``n_context`` passages each question's reader sees (no gradient)."""
+        k = self.cfg.n_context
+        if self.cfg.refresh == "rerank":
+            from atlas_kit.rerank import BiEncoderReranker
+
+            index = self.atlas.index
+            candidates = self.atlas.retrieve(questions, k=max(k, self.cfg.rerank_candidates), index=index)
+            hits = BiEncoderReranker(self.retriever).rerank(questions, candidates, k, index=index)
+        else:
+            hits = self.atlas.retrieve(questions, k=k)
+        out = [list(h) for h in hits]
+        short = [i for i, h in enumerate(out) if len(h) < k]
+        if short:
+            raise ValueError(f"the index returned fewer than n_context={k} passages for question {short[0]}")
+        return out
+
+    def retriever_scores(self, questions: list[str], passages: list[list[Any]]) -> torch.Tensor:
+        """[B, k] query-passage inner products with gradient, divided by sqrt(dim) (as in Atlas)."""
+        q = self.retriever.embed_queries(questions)
+        flat = [p for ps in passages for p in ps]
+        if self.retriever.passage_encoder is not None and not any(
+            p.requires_grad for p in self.retriever.passage_encoder.parameters()
+        ):
+            with torch.no_grad():
+                pe = self.retriever.embed_passages(flat)
+        else:
+            pe = self.retriever.embed_passages(flat)
+        pe = pe.view(len(questions), len(passages[0]), -1)
+        return torch.einsum("bd,bkd->bk", q, pe) / math.sqrt(q.shape[-1])
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self, examples: Sequence[QAExample]) -> dict[str, float]:
+        self.reader.train()
+        if self.cfg.trains_retriever:
+            self.retriever.train()
+        logs: dict[str, float] = {"reader_loss": 0.0, "retriever_loss": 0.0}
+        self.optimizer.zero_grad(set_to_none=True)
+        device = self.reader.device
+        for micro in range(self.cfg.accumulation):
+            batch = self._batch(examples, self.step, micro)
+            questions, answers = [e.question for e in batch], [e.target for e in batch]
+            passages = self.retrieve(questions)
+            with autocast_context(device, enabled=self.cfg.amp is not None):
+                r_loss = self.reader.loss(questions, passages, answers)
+                loss = r_loss
+                if self.cfg.trains_retriever:
+                    gold = reader_signal(self.cfg.retriever_loss, self.reader, questions, passages, answers)
+                    scores = self.retriever_scores(questions, passages)
+                    ret_loss = retriever_loss(self.cfg.retriever_loss, scores.float(), gold.to(scores.device).float(),
+                                              temperature_score=self.cfg.temperature_score,
+                                              temperature_gold=self.cfg.temperature_gold)
+                    loss = loss + ret_loss
+                    logs["retriever_loss"] += ret_loss.item() / self.cfg.accumulation
+            (loss / self.cfg.accumulation).backward()
+            logs["reader_loss"] += r_loss.item() / self.cfg.accumulation
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.clip_norm))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        logs["lr_reader"] = self.optimizer.param_groups[0]["lr"]
+        if self.cfg.refresh == "reindex" and self.cfg.trains_retriever and due(self._schedule, self.step):
+            self.reindex()
+            logs["reindexed"] = 1.0
+        return logs
+
+    def reindex(self) -> None:
+        """Re-embed the whole corpus with the current passage encoder and hot-swap the index."""
+        index = self.atlas.index
+        if not isinstance(index, FaissIndex):
+            raise TypeError(f"refresh='reindex' needs a FaissIndex, not {type(index).__name__}")
+        t0 = time.perf_counter()
+        emb = self.retriever.encode_passages(index.passages)
+        new = FaissIndex.from_embeddings(emb, index.passages, retriever_identity=self.retriever.identity(),
+                                         factory=index.manifest.get("factory", "Flat"),
+                                         metric=index.manifest.get("metric", "ip"),
+                                         embeddings_dtype=index.manifest.get("embeddings_dtype", "float16"))
+        self.atlas.swap_index(new)
+        log.info("re-indexed %d passages in %.1fs at step %d", len(new), time.perf_counter() - t0, self.step)
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self, examples: Sequence[QAExample], write: bool = False) -> dict[str, Any]:
+        """EM/F1 of generated answers; recall@k when examples carry gold passage ids."""
+        questions = [e.question for e in examples]
+        hits = self.atlas.retrieve(questions, k=self.cfg.n_context)
+        preds = self.reader.generate(questions, [list(h) for h in hits], batch_size=self.cfg.eval_batch_size)
+        metrics: dict[str, Any] = qa_scores(preds, [e.answers for e in examples])
+        if all(e.gold_ids for e in examples):
+            ks = sorted({1, min(5, self.cfg.n_context), self.cfg.n_context})
+            metrics.update(recall_at_k([h.ids for h in hits], [e.gold_ids for e in examples], ks=ks))
+        metrics["n"] = len(examples)
+        if write and self.out is not None:
+            atomic_write_text(self.out / "predictions.jsonl", "".join(
+                json.dumps({"id": e.id, "question": e.question, "prediction": p, "gold": e.answers,
+                            "passages": [{"id": x.id, "score": x.score} for x in h]}) + "\n"
+                for e, p, h in zip(examples, preds, hits)))
+        return metrics
+
+    # ------------------------------------------------------------------ loop
+    def fit(self, train: Sequence[QAExample], eval_examples: Sequence[QAExample] | None = None,
+            resume_from: str | os.PathLike | None = None, show_progress: bool | None = None) -> dict[str, Any]:
+        """Train for ``config.steps`` optimizer steps; returns the final metrics."""
+        if not train:
+            raise ValueError("no training examples")
+        if resume_from is not None:
+            self.load_checkpoint(resume_from)
+        if self.out is not None:
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.out / "config.json", self.cfg.to_dict())
+        bar = tqdm(total=self.cfg.steps, initial=self.step, desc="train", disable=show_progress is False)
+        while self.step < self.cfg.steps:
+            logs = self.train_step(train)
+            logs["step"] = self.step
+            if self.cfg.eval_every and eval_examples and self.step % self.cfg.eval_every == 0:
+                logs.update({f"eval_{k}": v for k, v in self.evaluate(eval_examples).items()})
+            self.history.append(logs)
+            self._log(logs)
+            if self.cfg.save_every and self.out is not None and self.step % self.cfg.save_every == 0:
+                self.save_checkpoint(self.out / f"checkpoint-{self.step}")
+            bar.update(1)
+            bar.set_postfix(loss=f"{logs['reader_loss']:.3f}")
+        bar.close()
+        final: dict[str, Any] = {"step": self.step}
+        if eval_examples:
+            final.update(self.evaluate(eval_examples, write=True))
+        if self.out is not None:
+            atomic_write_json(self.out / "metrics.json", final)
+            self._plot()
+            if self._tb is not None:
+                self._tb.close()
+        return final
+
+    def _log(self, logs: dict[str, Any]) -> None:
+        if self.out is None:
+            return
+        with open(self.out / "train_log.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(logs) + "\n")
+        if self.cfg.tensorboard:
+            if self._tb is None:
+                try:
+                    from torch.utils.tensorboard import SummaryWriter
+                except ImportError:  # tensorboard is an optional extra
+                    self.cfg.tensorboard = False
+                    return
+                self._tb = SummaryWriter(str(self.out / "tensorboard"))
+            for key, value in logs.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self._tb.add_scalar(key, value, logs["step"])
+
+    def _plot(self) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        steps = [h["step"] for h in self.history]
+        if not steps:
+            return
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot(steps, [h["reader_loss"] for h in self.history], label="reader loss")
+        if self.cfg.trains_retriever:
+            ax.plot(steps, [h["retriever_loss"] for h in self.history], label=f"retriever loss ({self.cfg.retriever_loss})")
+        ax.set_xlabel("step")
+        ax.legend()
+        fig.tight_layout()
+        tmp = self.out / ".loss.png.tmp.png"
+        fig.savefig(tmp, dpi=100)
+        plt.close(fig)
+        os.replace(tmp, self.out / "loss.png")
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, folder: str | os.PathLike) -> None:
+        """Weights (safetensors), optimizer/scheduler/RNG state and the step; atomic."""
+        with atomic_dir(folder) as tmp:
+            self.reader.save_pretrained(tmp / "reader")
+            self.retriever.save_pretrained(tmp / "retriever")
+            torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                        "torch_rng": torch.get_rng_state()}, tmp / "trainer_state.pt")
+            atomic_write_json(tmp / "trainer_state.json", {"step": self.step, "config": self.cfg.to_dict(),
+                                                            "history": self.history})
+            if self.cfg.refresh == "reindex" and isinstance(self.atlas.index, FaissIndex):
+                self.atlas.index.save(tmp / "index")
+
+    def load_checkpoint(self, folder: str | os.PathLike) -> None:
+        """Restore a checkpoint into this trainer's live modules (exact resume)."""
+        folder = Path(folder)
+        meta = read_json(folder / "trainer_state.json")
+        self.reader.model.load_state_dict(load_file(str(folder / "reader" / "model.safetensors")), strict=False)
+        self.reader.model.tie_weights()
+        self._load_encoder(self.retriever.query_encoder, folder / "retriever" / "query_encoder")
+        if self.retriever.passage_encoder is not None and (folder / "retriever" / "passage_encoder").is_dir():
+            self._load_encoder(self.retriever.passage_encoder, folder / "retriever" / "passage_encoder")
+        # our own file: weights_only loading refuses anything but tensors and plain containers
+        state = torch.load(folder / "trainer_state.pt", weights_only=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step = int(meta["step"])
+        self.history = list(meta.get("history", []))
+        if (folder / "index").is_dir():
+            self.atlas.swap_index(FaissIndex.load(folder / "index"), allow_mismatch=True)
+
+    @staticmethod
+    def _load_encoder(module: torch.nn.Module, folder: Path) -> None:
+        files = sorted(folder.glob("*.safetensors"))
+        state: dict[str, torch.Tensor] = {}
+        for f in files:
+            state.update(load_file(str(f)))
+        module.load_state_dict(state)

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from atlas_kit import Atlas, Passages, Reader
+from atlas_kit.index import FaissIndex
+from atlas_kit.tasks.qa import QAExample
+from atlas_kit.tokenization import train_word_tokenizer
+from atlas_kit.train import TrainConfig, Trainer
+from atlas_kit.train.config import due, parse_schedule
+from atlas_kit.world import World
+from tests.conftest import make_tiny_retriever
+
+
+def make_setup(seed: int = 0):
+    world = World.generate(12, seed=3, granularity="fact", typed_values=True)
+    passages = Passages.from_records(world.passages())
+    retriever = make_tiny_retriever(seed=seed)
+    index = FaissIndex.build(passages, retriever, embeddings_dtype="float32")
+    reader = Reader.from_config(train_word_tokenizer(world.texts()), d_model=32, num_layers=1, num_heads=2,
+                                dropout=0.1, seed=seed, text_maxlength=40, answer_maxlength=6)
+    atlas = Atlas(retriever, reader, index)
+    examples = [QAExample(q.id, q.question, q.answers, q.gold_ids) for q in world.questions()]
+    return atlas, examples
+
+
+def params(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_schedule_parsing():
+    s = parse_schedule("0-100:10,100-1000:500")
+    assert s == [(0, 100, 10), (100, 1000, 500)]
+    assert due(s, 10) and due(s, 100) and due(s, 600) and not due(s, 15) and not due(s, 0)
+    with pytest.raises(ValueError, match="bad refresh schedule"):
+        parse_schedule("0-100")
+    with pytest.raises(ValueError, match="refresh must be one of"):
+        TrainConfig(refresh="sometimes")
+    with pytest.raises(ValueError, match="unknown training option"):
+        TrainConfig.from_dict({"stepz": 3})
+
+
+def test_query_side_leaves_passage_encoder_bitwise_unchanged():
+    atlas, examples = make_setup()
+    before_q = params(atlas.retriever.query_encoder)
+    trainer = Trainer(atlas, TrainConfig(steps=3, batch_size=2, n_context=2, refresh="query_side",
+                                         retriever_loss="pdist", retriever_lr=1e-3))
+    before_p = params(trainer.retriever.passage_encoder)
+    trainer.fit(examples[:8], show_progress=False)
+    after_p = params(atlas.retriever.passage_encoder)
+    assert all(torch.equal(before_p[k], after_p[k]) for k in before_p)
+    after_q = params(atlas.retriever.query_encoder)
+    assert any(not torch.equal(before_q[k], after_q[k]) for k in before_q)
+
+
+def test_rerank_with_unchanged_encoder_reproduces_plain_retrieval():
+    atlas, examples = make_setup()
+    qs = [e.question for e in examples[:6]]
+    plain = Trainer(atlas, TrainConfig(n_context=3, retriever_loss="none")).retrieve(qs)
+    reranked = Trainer(atlas, TrainConfig(n_context=3, refresh="rerank", rerank_candidates=10,
+                                          retriever_loss="none")).retrieve(qs)
+    assert [[h.id for h in x] for x in plain] == [[h.id for h in x] for x in reranked]
+    np.testing.assert_allclose([[h.score for h in x] for x in plain], [[h.score for h in x] for x in reranked], rtol=1e-4)
+
+
+def test_reindex_refresh_swaps_in_fresh_vectors():
+    atlas, examples = make_setup()
+    old = atlas.index
+    trainer = Trainer(atlas, TrainConfig(steps=2, batch_size=2, n_context=2, refresh="reindex",
+                                         refresh_schedule="0-10:2", retriever_loss="emdr2", retriever_lr=1e-3))
+    trainer.fit(examples[:6], show_progress=False)
+    assert atlas.index is not old
+    assert atlas.index.manifest["retriever"]["fingerprint"] == atlas.retriever.fingerprint()
+    assert atlas.index.manifest["retriever"]["fingerprint"] != old.manifest["retriever"]["fingerprint"]
+
+
+@pytest.mark.parametrize("loss", ["pdist", "loop", "adist", "emdr2", "none"])
+def test_every_objective_trains_and_writes_run_folder(tmp_path, loss):
+    atlas, examples = make_setup()
+    cfg = TrainConfig(steps=4, batch_size=2, n_context=2, retriever_loss=loss, retriever_lr=1e-3,
+                      reader_lr=1e-3, warmup_steps=1, output_dir=str(tmp_path / "run"), eval_every=2, tensorboard=False)
+    metrics = Trainer(atlas, cfg).fit(examples[:10], examples[10:14], show_progress=False)
+    assert {"EM", "F1", "R@1", "n"} <= set(metrics)
+    run = tmp_path / "run"
+    assert json.loads((run / "config.json").read_text())["retriever_loss"] == loss
+    assert (run / "metrics.json").is_file() and (run / "loss.png").is_file()
+    assert len((run / "predictions.jsonl").read_text().splitlines()) == 4
+    logs = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in logs] == [1, 2, 3, 4] and "eval_EM" in logs[1]
+    assert all(np.isfinite(x["reader_loss"]) and np.isfinite(x["retriever_loss"]) for x in logs)
+
+
+def test_reader_loss_decreases():
+    atlas, examples = make_setup()
+    cfg = TrainConfig(steps=40, batch_size=4, n_context=1, retriever_loss="none", reader_lr=3e-3, warmup_steps=2)
+    trainer = Trainer(atlas, cfg)
+    trainer.fit(examples[:8], show_progress=False)
+    losses = [h["reader_loss"] for h in trainer.history]
+    assert np.mean(losses[-5:]) < 0.65 * np.mean(losses[:5])
+
+
+def test_resume_reproduces_uninterrupted_run(tmp_path):
+    cfg = dict(steps=6, batch_size=2, n_context=2, retriever_loss="pdist", retriever_lr=1e-3, reader_lr=1e-3,
+               warmup_steps=2, tensorboard=False)
+    atlas, examples = make_setup()
+    full = Trainer(atlas, TrainConfig(**cfg, output_dir=str(tmp_path / "a"), save_every=3))
+    full.fit(examples, show_progress=False)
+    atlas2, _ = make_setup()
+    resumed = Trainer(atlas2, TrainConfig(**cfg, output_dir=str(tmp_path / "b")))
+    resumed.fit(examples, resume_from=tmp_path / "a" / "checkpoint-3", show_progress=False)
+    assert resumed.step == 6
+    assert [h["reader_loss"] for h in resumed.history] == pytest.approx([h["reader_loss"] for h in full.history], abs=1e-6)
+    for a, b in ((atlas.reader, atlas2.reader), (atlas.retriever, atlas2.retriever)):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert all(torch.allclose(sa[k], sb[k], atol=1e-6) for k in sa)
