@@ -203,6 +203,25 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- train / evaluate
+def _cmd_train(args: argparse.Namespace) -> int:
+    from atlas_kit.recipes import load_recipe, run_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides, smoke=args.smoke)
+    metrics = run_recipe(recipe)
+    print(json.dumps(metrics, indent=2, default=str))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from atlas_kit.recipes import load_recipe, run_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides, smoke=args.smoke)
+    metrics = run_recipe(recipe, evaluate_only=True, checkpoint=args.checkpoint)
+    print(json.dumps(metrics, indent=2, default=str))
+    return 0
+
+
 # ---------------------------------------------------------------------- demo
 def _cmd_demo(args: argparse.Namespace) -> int:
     from atlas_kit.demo import run_demo
@@ -268,6 +287,18 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--device", default=None)
     ask.add_argument("--json", action="store_true")
     ask.set_defaults(func=_cmd_ask)
+
+    train = sub.add_parser("train", help="few-shot training from a YAML recipe (key=value overrides)")
+    train.add_argument("recipe", help="recipes/NAME.yaml")
+    train.add_argument("overrides", nargs="*", help="e.g. train.steps=200 data.shots=64 reader=PATH")
+    train.add_argument("--smoke", action="store_true", help="a few examples and steps: checks the recipe runs")
+    train.set_defaults(func=_cmd_train)
+    evaluate = sub.add_parser("evaluate", help="evaluate a recipe's model on its eval data")
+    evaluate.add_argument("recipe")
+    evaluate.add_argument("overrides", nargs="*")
+    evaluate.add_argument("--checkpoint", default=None, help="a saved model folder (a run's model/)")
+    evaluate.add_argument("--smoke", action="store_true")
+    evaluate.set_defaults(func=_cmd_evaluate)
 
     demo = sub.add_parser("demo", help="end-to-end demo on a generated world (offline, a few minutes on CPU)")
     demo.add_argument("--out", default="runs/demo", help="run folder")
