@@ -1,0 +1,418 @@
+"""Hybrid retrieval: fuse the rankings of several indexes (typically dense FAISS + sparse BM25).
+
+Dense and lexical retrievers fail differently (paraphrase vs. rare names and numbers), so fusing
+their rankings is a robust, training-free gain. Each member is asked for ``k * fetch_factor``
+candidates (a passage ranked just outside one member's top-k can still win after fusion), the
+lists are fused per query, and the best ``k`` are returned.
+
+Fusion methods:
+
+* ``"rrf"`` - Reciprocal Rank Fusion (Cormack et al., 2009):
+  ``score(p) = sum_m w_m / (rrf_k + rank_m(p))`` with 1-based ranks; a member that did not return
+  ``p`` contributes nothing. Uses ranks only, so it needs no score calibration between members.
+* ``"interpolate"`` - min-max normalise each member's scores over its returned candidates to
+  [0, 1] and take ``sum_m w_m * norm_m(p)`` (missing = 0). Uses score margins, but is sensitive
+  to each member's score distribution.
+
+Ties are broken deterministically: higher fused score, then better (smaller) best rank over the
+members, then passage id. Passages are matched across members by **passage id**, so members may
+have different passage stores (e.g. a BM25 index over a newer corpus snapshot).
+
+Folder layout::
+
+    manifest.json     kind="hybrid", fusion settings, and the member folders (relative paths)
+    member0-faiss/    each member saved by its own ``save`` into a subfolder
+    member1-bm25/
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from atlas_kit.index.base import FORMAT_VERSION, MANIFEST, Hit, Hits, Index, now_iso, read_manifest
+from atlas_kit.passages import Passages
+from atlas_kit.storage import atomic_dir, atomic_write_json
+
+__all__ = ["HybridIndex", "FUSIONS", "Fused", "fuse_rankings", "fuse_hits", "resolve_weights"]
+
+log = logging.getLogger(__name__)
+
+FUSIONS = ("rrf", "interpolate")
+
+
+class Fused(NamedTuple):
+    """One fused result: the passage id, its fused score, and where its text can be read
+    (the first member, in member order, that returned it, and its 0-based index in that list)."""
+
+    id: str
+    score: float
+    member: int
+    index: int
+
+
+def resolve_weights(fusion: str, weights: Sequence[float] | None, n_members: int) -> list[float]:
+    """Validated per-member weights. Defaults: 1 each for RRF (classic unweighted RRF), and
+    ``1 / n_members`` for interpolation (so fused scores stay in [0, 1])."""
+    if fusion not in FUSIONS:
+        raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+    if weights is None:
+        return [1.0] * n_members if fusion == "rrf" else [1.0 / n_members] * n_members
+    weights = [float(w) for w in weights]
+    if len(weights) != n_members:
+        raise ValueError(f"got {len(weights)} weights for {n_members} members")
+    if any(w < 0 or not np.isfinite(w) for w in weights):
+        raise ValueError(f"weights must be finite and >= 0, got {weights}")
+    if not any(weights):
+        raise ValueError("at least one weight must be > 0")
+    return weights
+
+
+def fuse_rankings(
+    ids: Sequence[Sequence[str]],
+    scores: Sequence[Sequence[float] | np.ndarray] | None = None,
+    *,
+    fusion: str = "rrf",
+    weights: Sequence[float] | None = None,
+    rrf_k: float = 60,
+    k: int | None = None,
+) -> list[Fused]:
+    """Fuse one query's ranked id lists (one per member, best first) into one ranking.
+
+    A pure function over ids and scores, shared by :class:`HybridIndex` and the Elasticsearch
+    hybrid mode. ``scores`` is needed only for ``fusion="interpolate"``. Returns at most ``k``
+    :class:`Fused` items (all when ``k`` is None), best first.
+    """
+    weights = resolve_weights(fusion, weights, len(ids))
+    if fusion == "interpolate" and scores is None:
+        raise ValueError("fusion='interpolate' needs the members' scores")
+    if rrf_k < 0:
+        raise ValueError(f"rrf_k must be >= 0, got {rrf_k}")
+    total: dict[str, float] = {}
+    best_rank: dict[str, int] = {}
+    source: dict[str, tuple[int, int]] = {}
+    for m, (member_ids, w) in enumerate(zip(ids, weights)):
+        if fusion == "rrf":
+            contrib = [w / (rrf_k + r) for r in range(1, len(member_ids) + 1)]
+        else:
+            s = np.asarray(scores[m], dtype=np.float64)  # type: ignore[index]
+            if len(s) != len(member_ids):
+                raise ValueError(f"member {m}: {len(member_ids)} ids but {len(s)} scores")
+            if len(s) == 0:
+                continue
+            lo, hi = float(s.min()), float(s.max())
+            # all candidates scored alike: none is worse than the best, so all normalise to 1
+            norm = (s - lo) / (hi - lo) if hi > lo else np.ones_like(s)
+            contrib = (w * norm).tolist()
+        for r, (pid, c) in enumerate(zip(member_ids, contrib)):
+            if pid in total:
+                total[pid] += c
+                if r + 1 < best_rank[pid]:
+                    best_rank[pid] = r + 1
+            else:
+                total[pid] = c
+                best_rank[pid] = r + 1
+                source[pid] = (m, r)
+    # round the sort key so sums that differ only by float summation order count as ties
+    order = sorted(total, key=lambda pid: (-round(total[pid], 12), best_rank[pid], pid))
+    if k is not None:
+        order = order[:k]
+    return [Fused(pid, total[pid], *source[pid]) for pid in order]
+
+
+def fuse_hits(
+    hit_lists: Sequence[Hits],
+    k: int,
+    *,
+    fusion: str = "rrf",
+    weights: Sequence[float] | None = None,
+    rrf_k: float = 60,
+) -> Hits:
+    """Fuse one query's member :class:`Hits` into ``Hits.from_hits`` (title/text carried over)."""
+    return _fuse_batch([[h] for h in hit_lists], k, fusion=fusion, weights=weights, rrf_k=rrf_k)[0]
+
+
+def _fuse_batch(
+    member_hits: Sequence[Sequence[Hits]],
+    k: int,
+    *,
+    fusion: str,
+    weights: Sequence[float] | None,
+    rrf_k: float,
+) -> list[Hits]:
+    """Fuse ``member_hits[m][q]`` for every query ``q``.
+
+    Fusion works on ids and score arrays only; passage text is then read for the ``k`` winners,
+    grouped so each member store is read once for the whole batch (one Arrow gather per store,
+    instead of one per query).
+    """
+    n_queries = len(member_hits[0]) if member_hits else 0
+    fused_per_query: list[list[Fused]] = []
+    for q in range(n_queries):
+        lists = [member_hits[m][q] for m in range(len(member_hits))]
+        fused_per_query.append(fuse_rankings(
+            [h.ids for h in lists],
+            [h.scores for h in lists] if fusion == "interpolate" else None,
+            fusion=fusion, weights=weights, rrf_k=rrf_k, k=k,
+        ))
+    # group the winners by the member Hits they come from: Hits with a local store are read
+    # with one ``take`` per distinct store; cached Hits (e.g. Elasticsearch) are read directly
+    by_store: dict[int, tuple[Passages, list[tuple[int, int, int]]]] = {}
+    resolved: list[list[Hit | None]] = [[None] * len(f) for f in fused_per_query]
+    for q, fused in enumerate(fused_per_query):
+        for j, item in enumerate(fused):
+            hits = member_hits[item.member][q]
+            cache = getattr(hits, "_cache", None)
+            if cache is not None or hits._passages is None:  # type: ignore[attr-defined]
+                h = hits[item.index]
+                resolved[q][j] = h
+            else:
+                store = hits._passages  # type: ignore[attr-defined]
+                by_store.setdefault(id(store), (store, []))[1].append((q, j, int(hits.positions[item.index])))
+    for store, wanted in by_store.values():
+        ps = store.take([pos for _, _, pos in wanted])
+        for (q, j, _), p in zip(wanted, ps):
+            resolved[q][j] = Hit(p.id, p.title, p.text, 0.0, 0, p.metadata)
+    out = []
+    for fused, hits in zip(fused_per_query, resolved):
+        out.append(Hits.from_hits([Hit(h.id, h.title, h.text, float(f.score), 0, h.metadata)  # type: ignore[union-attr]
+                                   for f, h in zip(fused, hits)]))
+    return out
+
+
+def _load_accepts(cls: type, name: str) -> bool:
+    """Whether ``cls.load`` names parameter ``name`` (``**kwargs`` does not count: a member's
+    catch-all, e.g. Elasticsearch client options, must not receive another member's options)."""
+    try:
+        params = inspect.signature(cls.load).parameters  # type: ignore[attr-defined]
+    except (TypeError, ValueError):  # pragma: no cover
+        return False
+    return name in params
+
+
+class HybridIndex(Index):
+    """Fuses the rankings of member indexes (e.g. ``[FaissIndex, BM25Index]``).
+
+    Args:
+        members: two or more indexes. Dense members get the query embeddings Atlas computes.
+        fusion: ``"rrf"`` (rank-based, default) or ``"interpolate"`` (min-max normalised scores).
+        rrf_k: the RRF constant (60 in the original paper); larger flattens rank differences.
+        weights: one non-negative weight per member (default: 1 each for RRF, 1/M for interpolate).
+        fetch_factor: each member returns ``k * fetch_factor`` candidates before fusion.
+    """
+
+    kind = "hybrid"
+
+    def __init__(
+        self,
+        members: Sequence[Index],
+        fusion: str = "rrf",
+        rrf_k: float = 60,
+        weights: Sequence[float] | None = None,
+        fetch_factor: float = 2,
+    ) -> None:
+        members = list(members)
+        if len(members) < 2:
+            raise ValueError(f"a HybridIndex needs at least 2 member indexes, got {len(members)}")
+        for m in members:
+            if not isinstance(m, Index):
+                raise TypeError(f"members must be atlas_kit indexes, got {type(m).__name__}")
+        resolve_weights(fusion, weights, len(members))  # validate now, not at the first query
+        if rrf_k < 0:
+            raise ValueError(f"rrf_k must be >= 0, got {rrf_k}")
+        if fetch_factor < 1:
+            raise ValueError(f"fetch_factor must be >= 1, got {fetch_factor}")
+        self.members = members
+        self.fusion = fusion
+        self.rrf_k = float(rrf_k)
+        self.weights = None if weights is None else [float(w) for w in weights]
+        self.fetch_factor = fetch_factor
+        #: an instance attribute (not a class one): true when any member needs query embeddings
+        self.needs_embeddings = any(m.needs_embeddings for m in members)
+        self.path: str | None = None
+        self.manifest = self._make_manifest()
+
+    def _make_manifest(self, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+        dense = next((m for m in self.members if m.needs_embeddings and m.manifest.get("retriever")), None)
+        manifest: dict[str, Any] = {
+            "format_version": FORMAT_VERSION,
+            "kind": self.kind,
+            "fusion": self.fusion,
+            "rrf_k": self.rrf_k,
+            "weights": self.weights,
+            "fetch_factor": self.fetch_factor,
+            "members": [
+                {"path": f"member{i}-{m.kind}", "kind": m.kind, "count": m.manifest.get("count"),
+                 "version": m.manifest.get("version"), "corpus_checksum": m.manifest.get("corpus_checksum")}
+                for i, m in enumerate(self.members)
+            ],
+            "count": self._count(live=False),
+            "retriever": dict(dense.manifest["retriever"]) if dense is not None else {},
+            "version": 1,
+            "history": [{"version": 1, "change": "build", "count": None, "at": now_iso()}],
+            "created": now_iso(),
+        }
+        manifest["history"][0]["count"] = manifest["count"]
+        if previous is not None:
+            for key in ("version", "history", "created"):
+                if key in previous:
+                    manifest[key] = previous[key]
+        return manifest
+
+    def _count(self, live: bool = True) -> int:
+        """Distinct passages over the members. Without local stores (Elasticsearch) ids cannot be
+        unioned cheaply, so the largest member is taken; ``live=False`` reads manifests only
+        (no network round trip while building a manifest)."""
+        checksums = {m.manifest.get("corpus_checksum") for m in self.members}
+        if len(checksums) == 1 and None not in checksums:
+            return len(self.members[0]) if live or self.members[0].passages is not None else int(self.members[0].manifest.get("count") or 0)
+        stores = [m.passages for m in self.members]
+        if any(s is None for s in stores):
+            return max((len(m) if live else int(m.manifest.get("count") or 0)) for m in self.members)
+        return len(set().union(*(s.ids for s in stores)))  # type: ignore[union-attr]
+
+    # ------------------------------------------------------------------ search
+    def __len__(self) -> int:
+        """Distinct passages over all members (the member size when all share one corpus)."""
+        return self._count()
+
+    @property
+    def passages(self) -> Passages | None:
+        """The shared passage store when every member indexes the same corpus, else None."""
+        checksums = {m.manifest.get("corpus_checksum") for m in self.members}
+        if len(checksums) == 1 and None not in checksums:
+            return self.members[0].passages
+        return None
+
+    def search(self, queries: Sequence[str], k: int, query_embeddings: np.ndarray | None = None) -> list[Hits]:
+        """Query every member for ``k * fetch_factor`` candidates and fuse them per query."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        queries = list(queries)
+        if not queries:
+            return []
+        fetch = max(int(k), int(np.ceil(k * self.fetch_factor)))
+        member_hits = []
+        for m in self.members:
+            hits = m.search(queries, fetch, query_embeddings=query_embeddings if m.needs_embeddings else None)
+            if len(hits) != len(queries):
+                raise RuntimeError(f"{m.kind} member returned {len(hits)} result lists for {len(queries)} queries")
+            member_hits.append(hits)
+        return _fuse_batch(member_hits, k, fusion=self.fusion, weights=self.weights, rrf_k=self.rrf_k)
+
+    def check_compatible(self, retriever: Any, allow_mismatch: bool = False) -> None:
+        """Delegate to the members that use embeddings (sparse members need no encoder)."""
+        for m in self.members:
+            if m.needs_embeddings:
+                m.check_compatible(retriever, allow_mismatch=allow_mismatch)
+
+    # ------------------------------------------------------------------ updates
+    def add(self, passages: Any, retriever: Any = None) -> "HybridIndex":
+        """Add passages to every member (dense members encode them with ``retriever``).
+
+        Members are updated one after another; if one fails, the ones before it already hold the
+        passages - reload the saved folder to get back a consistent hybrid.
+        """
+        for m in self.members:
+            if not hasattr(m, "add"):
+                raise TypeError(f"member {m.kind!r} does not support add()")
+        if not isinstance(passages, Passages):
+            from atlas_kit.passages import load_passages
+
+            passages = load_passages(passages)
+        for m in self.members:
+            if m.needs_embeddings:
+                m.add(passages, retriever=retriever)  # type: ignore[attr-defined]
+            else:
+                m.add(passages)  # type: ignore[attr-defined]
+        self._bump("add", len(passages))
+        return self
+
+    def remove(self, ids: Iterable[str]) -> "HybridIndex":
+        """Remove passages (by id) from every member that holds them."""
+        ids = list(ids)
+        for m in self.members:
+            if not hasattr(m, "remove"):
+                raise TypeError(f"member {m.kind!r} does not support remove()")
+        known = set()
+        for m in self.members:
+            store = m.passages
+            present = [pid for pid in ids if store is None or pid in store]
+            known.update(present)
+            if present:
+                m.remove(present)  # type: ignore[attr-defined]
+        unknown = [pid for pid in ids if pid not in known]
+        if unknown:
+            log.warning("hybrid remove: %d id(s) were in no member, e.g. %s", len(unknown), unknown[:5])
+        self._bump("remove", len(known))
+        return self
+
+    def _bump(self, change: str, n: int) -> None:
+        manifest = self._make_manifest(self.manifest)
+        manifest["version"] = int(self.manifest.get("version", 1)) + 1
+        manifest["history"] = [*self.manifest.get("history", []),
+                               {"version": manifest["version"], "change": change, "count": n, "at": now_iso()}]
+        self.manifest = manifest
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, folder: str | os.PathLike) -> None:
+        """Save each member into a subfolder and the manifest listing them; published atomically."""
+        folder = Path(folder)
+        self.manifest = self._make_manifest(self.manifest)
+        with atomic_dir(folder) as tmp:
+            for entry, m in zip(self.manifest["members"], self.members):
+                m.save(tmp / entry["path"])
+            atomic_write_json(tmp / MANIFEST, self.manifest)
+        self.path = str(folder)
+        for entry, m in zip(self.manifest["members"], self.members):
+            if hasattr(m, "path"):
+                m.path = str(folder / entry["path"])  # type: ignore[attr-defined]
+
+    @classmethod
+    def load(
+        cls,
+        folder: str | os.PathLike,
+        retriever: Any = None,
+        allow_mismatch: bool = False,
+        mmap: bool = True,
+        **kwargs: Any,
+    ) -> "HybridIndex":
+        """Load the members listed in the manifest (each with its own loader) and the settings.
+
+        ``retriever`` is checked against dense members; ``mmap`` and other keyword arguments are
+        passed to the members whose loaders accept them.
+        """
+        from atlas_kit.index import INDEX_KINDS
+
+        folder = Path(folder)
+        manifest = read_manifest(folder)
+        if manifest.get("kind") != cls.kind:
+            raise ValueError(f"{folder}: is a {manifest.get('kind')!r} index, not {cls.kind!r}")
+        members: list[Index] = []
+        for entry in manifest.get("members", []):
+            sub = folder / entry["path"]
+            if Path(entry["path"]).is_absolute() or ".." in Path(entry["path"]).parts:
+                raise ValueError(f"{folder}: member path {entry['path']!r} must be relative and inside the folder")
+            kind = read_manifest(sub).get("kind")
+            if kind not in INDEX_KINDS:
+                raise ValueError(f"{sub}: unknown index kind {kind!r} (known: {sorted(INDEX_KINDS)})")
+            member_cls = INDEX_KINDS[kind]
+            opts = {name: value for name, value in {"mmap": mmap, **kwargs}.items() if _load_accepts(member_cls, name)}
+            if _load_accepts(member_cls, "retriever"):
+                opts.update(retriever=retriever, allow_mismatch=allow_mismatch)
+            members.append(member_cls.load(sub, **opts))  # type: ignore[attr-defined]
+        hybrid = cls(members, fusion=manifest.get("fusion", "rrf"), rrf_k=manifest.get("rrf_k", 60),
+                     weights=manifest.get("weights"), fetch_factor=manifest.get("fetch_factor", 2))
+        hybrid.manifest = {**hybrid.manifest, **{key: manifest[key] for key in ("version", "history", "created") if key in manifest}}
+        hybrid.path = str(folder)
+        return hybrid
+
+    def info(self) -> dict[str, Any]:
+        info = dict(self.manifest)
+        info["members"] = [{**entry, "info": m.info()} for entry, m in zip(self.manifest["members"], self.members)]
+        return info
