@@ -173,6 +173,16 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
+def bumped(manifest: dict[str, Any], change: str, n: int, **updates: Any) -> dict[str, Any]:
+    """A copy of ``manifest`` one version later, with ``change`` (of ``n`` passages) appended to
+    its history and ``updates`` (count, checksum...) applied. Every index kind records updates so."""
+    out = {**manifest, **updates}
+    out["version"] = int(manifest.get("version", 1)) + 1
+    out["history"] = [*manifest.get("history", []),
+                      {"version": out["version"], "change": change, "count": n, "at": now_iso()}]
+    return out
+
+
 class Index(ABC):
     """A searchable collection of passages.
 

@@ -25,7 +25,7 @@ from typing import Any, Callable
 import bm25s
 import numpy as np
 
-from atlas_kit.index.base import FORMAT_VERSION, MANIFEST, Hits, Index, now_iso, read_manifest
+from atlas_kit.index.base import FORMAT_VERSION, MANIFEST, Hits, Index, bumped, now_iso, read_manifest
 from atlas_kit.passages import Passages, load_passages
 from atlas_kit.storage import atomic_dir, atomic_write_json
 
@@ -278,13 +278,8 @@ class BM25Index(Index):
         t0 = time.perf_counter()
         model = _build_model(passages, settings, self.model.backend, None)
         log.info("rebuilt BM25 index over %d passages (%s of %d) in %.1fs", len(passages), change, n, time.perf_counter() - t0)
-        manifest = dict(m)
-        manifest["version"] = int(manifest.get("version", 1)) + 1
-        manifest["count"] = len(passages)
-        manifest["corpus_checksum"] = passages.checksum()
-        manifest["vocab_size"] = len(model.vocab_dict)
-        manifest["history"] = [*manifest.get("history", []),
-                               {"version": manifest["version"], "change": change, "count": n, "at": now_iso()}]
+        manifest = bumped(m, change, n, count=len(passages), corpus_checksum=passages.checksum(),
+                          vocab_size=len(model.vocab_dict))
         self._state = (model, passages)
         self.manifest = manifest
 

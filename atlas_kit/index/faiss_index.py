@@ -27,6 +27,7 @@ from atlas_kit.index.base import (
     MANIFEST,
     Hits,
     Index,
+    bumped,
     check_retriever,
     now_iso,
     read_manifest,
@@ -297,12 +298,7 @@ class FaissIndex(Index):
         return self
 
     def _commit(self, state: tuple[faiss.Index, Passages, np.ndarray | None], change: str, n: int) -> None:
-        manifest = dict(self.manifest)
-        manifest["version"] = int(manifest.get("version", 1)) + 1
-        manifest["count"] = len(state[1])
-        manifest["corpus_checksum"] = state[1].checksum()
-        manifest["history"] = [*manifest.get("history", []),
-                               {"version": manifest["version"], "change": change, "count": n, "at": now_iso()}]
+        manifest = bumped(self.manifest, change, n, count=len(state[1]), corpus_checksum=state[1].checksum())
         self._state = state
         self.manifest = manifest
         self._gpu_index = None

@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from atlas_kit.index.base import FORMAT_VERSION, MANIFEST, Hit, Hits, Index, now_iso, read_manifest
+from atlas_kit.index.base import FORMAT_VERSION, MANIFEST, Hit, Hits, Index, bumped, now_iso, read_manifest
 from atlas_kit.passages import Passages
 from atlas_kit.storage import atomic_dir, atomic_write_json
 
@@ -353,11 +353,9 @@ class HybridIndex(Index):
         return self
 
     def _bump(self, change: str, n: int) -> None:
-        manifest = self._make_manifest(self.manifest)
-        manifest["version"] = int(self.manifest.get("version", 1)) + 1
-        manifest["history"] = [*self.manifest.get("history", []),
-                               {"version": manifest["version"], "change": change, "count": n, "at": now_iso()}]
-        self.manifest = manifest
+        fresh = self._make_manifest(self.manifest)
+        self.manifest = {**fresh, **{k: v for k, v in bumped(self.manifest, change, n).items()
+                                     if k in ("version", "history")}}
 
     # ------------------------------------------------------------------ persistence
     def save(self, folder: str | os.PathLike) -> None:
