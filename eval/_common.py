@@ -1,7 +1,6 @@
 """Shared plumbing for eval/ scripts: locating ../shared/data, printing a table, writing JSON."""
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
