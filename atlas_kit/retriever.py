@@ -23,7 +23,7 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 from atlas_kit.passages import passage_text
 from atlas_kit.storage import atomic_dir, atomic_write_json, read_json
 
-__all__ = ["Retriever", "mean_pooling", "default_retriever_path", "autocast_context"]
+__all__ = ["Retriever", "mean_pooling", "default_retriever_path", "autocast_context", "length_batches"]
 
 log = logging.getLogger(__name__)
 
@@ -315,11 +315,14 @@ class Retriever(torch.nn.Module):
         show_progress: bool | None,
         chunk_size: int = 16384,
         desc: str = "",
+        max_tokens: int | None = None,
     ) -> np.ndarray:
         """Inference encoding in length-sorted batches (less padding: faster than a plain loop).
 
         Texts are tokenized in chunks (bounded memory for million-passage corpora), sorted by
-        token length inside each chunk, encoded, and written back in input order.
+        token length inside each chunk, encoded, and written back in input order. With
+        ``max_tokens``, a batch holds as many texts as fit ``len(batch) * longest <= max_tokens``
+        (never more than ``batch_size``): short texts travel in big batches, long ones in small.
         """
         n = len(texts)
         out = np.empty((n, self.dim), dtype=np.float32)
@@ -337,17 +340,17 @@ class Retriever(torch.nn.Module):
             for start in range(0, n, chunk_size):
                 chunk = list(texts[start : start + chunk_size])
                 enc = self.tokenizer(chunk, truncation=True, max_length=max_length, padding=False)
-                ids = enc["input_ids"]
-                order = np.argsort([-len(x) for x in ids], kind="stable")
-                for b in range(0, len(order), batch_size):
-                    sel = order[b : b + batch_size]
+                lengths = [len(x) for x in enc["input_ids"]]
+                order = np.argsort([-x for x in lengths], kind="stable")
+                for sel in length_batches(order, lengths, batch_size, max_tokens):
                     features = [{k: enc[k][i] for k in enc.keys()} for i in sel]
                     batch = self.tokenizer.pad(features, return_tensors="pt")
-                    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                    if device.type == "cuda":
+                        batch = {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
                     with autocast_context(device):
                         hidden = encoder(**batch).last_hidden_state
                     emb = self._pool(hidden.float(), batch["attention_mask"])
-                    out[start + sel] = emb.cpu().numpy()
+                    out[start + np.asarray(sel)] = emb.cpu().numpy()
                     bar.update(len(sel))
         finally:
             bar.close()
@@ -361,13 +364,38 @@ class Retriever(torch.nn.Module):
         return self._encode(list(queries), "query", batch_size, show_progress, desc="encode queries")
 
     def encode_passages(
-        self, passages: Iterable[Any], batch_size: int = 128, show_progress: bool | None = None
+        self, passages: Iterable[Any], batch_size: int = 128, show_progress: bool | None = None,
+        max_tokens: int | None = None,
     ) -> np.ndarray:
         """[n, dim] float32 passage embeddings (no gradients) of passages or strings."""
-        return self._encode(self.passage_texts(passages), "passage", batch_size, show_progress, desc="encode passages")
+        return self._encode(self.passage_texts(passages), "passage", batch_size, show_progress,
+                            desc="encode passages", max_tokens=max_tokens)
 
     def forward(self, queries: Sequence[str]) -> torch.Tensor:  # pragma: no cover - convenience
         return self.embed_queries(queries)
+
+
+def length_batches(order: Sequence[int], lengths: Sequence[int], batch_size: int,
+                   max_tokens: int | None = None) -> list[list[int]]:
+    """Split ``order`` (indices sorted by decreasing length) into batches of at most ``batch_size``
+    and, with ``max_tokens``, at most ``max_tokens`` padded tokens (a single over-long text still
+    gets its own batch)."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for i in order:
+        i = int(i)
+        new_longest = max(longest, lengths[i])
+        too_many = len(current) >= batch_size
+        too_big = max_tokens is not None and current and new_longest * (len(current) + 1) > max_tokens
+        if too_many or too_big:
+            batches.append(current)
+            current, new_longest = [], lengths[i]
+        current.append(i)
+        longest = new_longest
+    if current:
+        batches.append(current)
+    return batches
 
 
 class _Obj:

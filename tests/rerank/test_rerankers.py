@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from atlas_kit import Atlas
+from atlas_kit.index import FaissIndex
+from atlas_kit.rerank import BiEncoderReranker, Candidates, CrossEncoderReranker
+from atlas_kit.retriever import length_batches
+from tests.conftest import make_tiny_retriever
+
+QS = ["capital of Zorvania", "river into the sea", "copper lamps", "harbour fish"]
+
+
+@pytest.fixture
+def setup(tiny_retriever, toy_passages):
+    index = FaissIndex.build(toy_passages, tiny_retriever, embeddings_dtype="float32")
+    return tiny_retriever, index
+
+
+@pytest.mark.parametrize("reuse", [True, False])
+def test_unchanged_retriever_reproduces_flat_order(setup, reuse):
+    r, index = setup
+    qv = r.encode_queries(QS)
+    plain = index.search(QS, 6, qv)
+    rr = BiEncoderReranker(r, reuse_index_embeddings=reuse)
+    reranked = rr.rerank(QS, index.search(QS, 6, qv), k=4, index=index)
+    assert rr.encoded_last == (0 if reuse else len(index))
+    for a, b in zip(plain, reranked):
+        assert b.ids == a.ids[:4]
+        np.testing.assert_allclose(b.scores, a.scores[:4], rtol=1e-4, atol=1e-5)
+        assert b[0].text == a[0].text  # passage text preserved
+
+
+def test_changed_encoder_is_not_reused(setup, toy_passages):
+    r, index = setup
+    other = make_tiny_retriever(seed=3)
+    rr = BiEncoderReranker(other)
+    rr.rerank(QS, index.search(QS, 6, r.encode_queries(QS)), k=3, index=index)
+    assert rr.encoded_last == len(toy_passages)  # fingerprint differs: re-encoded
+
+
+def test_dedup_encodes_each_passage_once_and_scatter_keeps_questions(setup, monkeypatch):
+    r, index = setup
+    hits = index.search(QS, 5, r.encode_queries(QS))  # heavy overlap across questions
+    seen = []
+    orig = r.encode_passages
+    monkeypatch.setattr(r, "encode_passages", lambda ps, **kw: seen.append(len(ps)) or orig(ps, **kw))
+    scores = BiEncoderReranker(r, reuse_index_embeddings=False).score(QS, hits, index=index)
+    assert seen == [len({pid for h in hits for pid in h.ids})]
+    for q, h, s in zip(QS, hits, scores):  # each candidate keeps its own question's score
+        direct = r.encode_passages(list(h)) @ r.encode_queries([q])[0]
+        np.testing.assert_allclose(s, direct, rtol=1e-4, atol=1e-5)
+
+
+def test_candidates_collect_random_property():
+    from atlas_kit.index.base import Hit, Hits
+
+    rng = np.random.default_rng(0)
+    hits = []
+    for _ in range(20):
+        ids = [f"p{i}" for i in rng.choice(30, size=rng.integers(1, 10), replace=False)]
+        hits.append(Hits.from_hits([Hit(i, "", "t" * len(i), 0.0) for i in ids]))
+    cand = Candidates.collect(hits)
+    assert len({h.id for h in cand.unique}) == len(cand.unique)
+    for h, slot in zip(hits, cand.slots):
+        assert [cand.unique[j].id for j in slot] == h.ids
+
+
+def test_length_batches_respect_token_budget():
+    rng = np.random.default_rng(1)
+    lengths = list(rng.integers(1, 60, size=200))
+    order = np.argsort([-x for x in lengths], kind="stable")
+    batches = length_batches(order, lengths, batch_size=32, max_tokens=256)
+    assert sorted(i for b in batches for i in b) == list(range(200))
+    for b in batches:
+        assert len(b) <= 32
+        assert len(b) == 1 or max(lengths[i] for i in b) * len(b) <= 256
+
+
+def test_max_tokens_encoding_matches_plain(setup, toy_passages):
+    r, _ = setup
+    np.testing.assert_allclose(r.encode_passages(toy_passages, max_tokens=40), r.encode_passages(toy_passages),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_atlas_retrieve_with_reranker_and_candidates(setup):
+    r, index = setup
+    atlas = Atlas(r, index=index, reranker=BiEncoderReranker(r))
+    hits = atlas.retrieve(QS, k=2, candidates=5)
+    assert all(len(h) == 2 for h in hits)
+    assert [h.ids for h in hits] == [h.ids for h in Atlas(r, index=index).retrieve(QS, k=2)]
+
+
+def test_cross_encoder_path_end_to_end(tmp_path, setup):
+    """No pretrained cross-encoder exists offline: a config-built BERT stands in."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from atlas_kit.retriever import default_retriever_path
+
+    r, index = setup
+    tok = AutoTokenizer.from_pretrained(default_retriever_path())
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1,
+                                                     num_attention_heads=2, intermediate_size=64, num_labels=1))
+    model.save_pretrained(tmp_path / "ce")
+    tok.save_pretrained(tmp_path / "ce")
+    ce = CrossEncoderReranker.from_pretrained(str(tmp_path / "ce"), device="cpu", max_length=64)
+    atlas = Atlas(r, index=index, reranker=ce)
+    hits = atlas.retrieve(QS, k=2, candidates=5)
+    assert all(len(h) == 2 and h.scores[0] >= h.scores[1] for h in hits)
+    # scores are the cross-encoder's own, computed once per (question, passage)
+    cand = index.search(QS[:1], 5, r.encode_queries(QS[:1]))
+    s = ce.score(QS[:1], cand)[0]
+    direct = ce.model.predict([(QS[0], f"{h.title} {h.text}") for h in cand[0]])
+    np.testing.assert_allclose(s, np.asarray(direct).reshape(-1), rtol=1e-4, atol=1e-5)
