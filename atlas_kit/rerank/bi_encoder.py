@@ -1,60 +1,267 @@
-"""Bi-encoder reranking: candidates re-embedded with the retriever's current passage encoder."""
+"""Bi-encoder reranking: re-score candidates with fresh passage embeddings.
+
+``score = query_embedding . passage_embedding`` with the retriever's own pooling and
+normalisation, so with an unchanged retriever the scores equal the (exact) index's. Uses:
+
+* an approximate index (IVF-PQ, PQ, HNSW) retrieves many candidates cheaply, and the exact inner
+  products re-rank them (from the index's stored full-precision vectors, no encoding at all);
+* during training the passage encoder drifts away from the index, so the candidates of the stale
+  index are re-embedded with the *current* passage encoder (Atlas's "re-rank" refresh strategy).
+  The weight fingerprint tells the two cases apart: vectors stored by an index built with the same
+  fingerprint are reused, any others are encoded.
+
+All candidates of a batch of questions are de-duplicated by passage id and encoded together in
+length-sorted batches (see :mod:`atlas_kit.rerank.batching`), never one forward pass per question.
+"""
 from __future__ import annotations
 
-import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+import torch
 
-from atlas_kit.index.base import Hits
-from atlas_kit.rerank.candidates import Candidates, reorder
+from atlas_kit.index.base import Hits, Index
+from atlas_kit.rerank.base import Candidates, Reranker, gather_candidates
+from atlas_kit.rerank.batching import (
+    EncodeStats,
+    ReplicaCache,
+    pad_batch,
+    plan_batches,
+    resolve_devices,
+    run_batches,
+)
 
-__all__ = ["BiEncoderReranker"]
+__all__ = ["BiEncoderReranker", "reusable_sources"]
 
-log = logging.getLogger(__name__)
+# identity fields that must agree for an index's stored vectors to equal fresh ones
+_IDENTITY_KEYS = ("fingerprint", "dim", "pooling", "normalize", "passage_maxlength", "with_title")
 
 
-class BiEncoderReranker:
-    """Score = query embedding · fresh passage embedding (the retriever's own similarity).
+class BiEncoderReranker(Reranker):
+    """Re-score candidates by ``query . passage`` with the retriever's current passage encoder.
 
-    Candidates of the whole batch are de-duplicated and encoded in length-sorted batches (optionally
-    bounded by ``max_tokens_per_batch``). When the index stored vectors made by an encoder with the
-    same fingerprint, those vectors are reused instead of re-encoding (``reuse_index_embeddings``);
-    during training the fingerprint changes after every step, so candidates are re-encoded.
+    Args:
+        retriever: the :class:`~atlas_kit.Retriever` (its query encoder embeds the questions, its
+            passage encoder the candidates).
+        batch_size: inputs per forward pass (a cap when ``max_tokens_per_batch`` is set).
+        max_tokens_per_batch: budget of padded tokens per forward pass instead of a fixed batch
+            size: short passages go in large batches, long ones in small batches.
+        reuse_index_embeddings: take the vectors the index already stores when the index was
+            built by this very passage encoder (same weight fingerprint, pooling, normalisation,
+            max length, title use). ``False`` always re-encodes.
+        devices: where to encode, e.g. ``["cuda:0", "cuda:1"]`` for data-parallel encoding of the
+            length buckets (one replica per device, batches dealt round-robin). ``None``: the
+            retriever's device if it is a GPU, else the first GPU if any, else the CPU.
+        amp: bf16 (or fp16) autocast on CUDA; ignored on CPU.
+        pin_memory: pinned host buffers + non-blocking copies to CUDA devices.
+        sort_by_length: bucket by token length (disable only to measure what it buys).
+        query_batch_size: batch size for the questions.
+
+    After each call ``last_stats`` (:class:`~atlas_kit.rerank.batching.EncodeStats`) says how many
+    passages were encoded or reused, in how many batches, with how much padding.
     """
 
-    def __init__(self, retriever: Any, batch_size: int = 128, max_tokens_per_batch: int | None = None,
-                 reuse_index_embeddings: bool = True) -> None:
+    def __init__(
+        self,
+        retriever: Any,
+        batch_size: int = 128,
+        max_tokens_per_batch: int | None = None,
+        reuse_index_embeddings: bool = True,
+        devices: Sequence[str | torch.device] | str | torch.device | None = None,
+        amp: bool = True,
+        pin_memory: bool = True,
+        sort_by_length: bool = True,
+        query_batch_size: int = 128,
+    ) -> None:
         self.retriever = retriever
         self.batch_size = batch_size
         self.max_tokens_per_batch = max_tokens_per_batch
         self.reuse_index_embeddings = reuse_index_embeddings
-        self.encoded_last = 0  # passages encoded by the last call (observability, tests)
+        self.devices = devices
+        self.amp = amp
+        self.pin_memory = pin_memory
+        self.sort_by_length = sort_by_length
+        self.query_batch_size = query_batch_size
+        self.last_stats = EncodeStats()
+        self._replicas = ReplicaCache()
 
-    def _passage_vectors(self, cand: Candidates, index: Any) -> np.ndarray:
-        stored = getattr(index, "embeddings", None) if index is not None else None
-        same_encoder = (
-            stored is not None
-            and (index.manifest.get("retriever") or {}).get("fingerprint") == self.retriever.fingerprint()
-        )
-        if self.reuse_index_embeddings and same_encoder and len(cand.positions) and (cand.positions >= 0).all():
-            self.encoded_last = 0
-            return np.asarray(stored[np.asarray(cand.positions)], dtype=np.float32)
-        self.encoded_last = len(cand.unique)
-        return self.retriever.encode_passages(cand.unique, batch_size=self.batch_size,
-                                              max_tokens=self.max_tokens_per_batch)
+    # ------------------------------------------------------------------ scoring
+    def score(self, questions: Sequence[str], hits: Sequence[Hits], index: Index | None = None,
+              query_embeddings: np.ndarray | None = None) -> list[np.ndarray]:
+        """``query . passage`` for every hit of every question (float32, hit order).
 
-    def score(self, questions: Sequence[str], hits: Sequence[Hits], index: Any = None) -> list[np.ndarray]:
-        """New scores of every candidate, per question (same order as ``hits``)."""
-        if len(questions) != len(hits):
-            raise ValueError(f"{len(questions)} questions but {len(hits)} candidate lists")
-        cand = Candidates.collect(hits)
-        if not cand.unique:
-            return [np.zeros(0, dtype=np.float32) for _ in hits]
-        q = self.retriever.encode_queries(list(questions), batch_size=self.batch_size)
-        p = self._passage_vectors(cand, index)
-        return [p[slot] @ q[i] for i, slot in enumerate(cand.slots)]
+        ``query_embeddings`` ([n_questions, dim], from this retriever) skips query encoding.
+        """
+        qs = list(questions)
+        if len(qs) != len(hits):
+            raise ValueError(f"{len(qs)} questions but {len(hits)} hit lists")
+        self.last_stats = stats = EncodeStats()
+        cands = gather_candidates(hits)
+        q = self._query_embeddings(qs) if query_embeddings is None else np.asarray(query_embeddings, dtype=np.float32)
+        if q.shape != (len(qs), self.retriever.dim):
+            raise ValueError(f"query_embeddings must be [{len(qs)}, {self.retriever.dim}], got {q.shape}")
+        vectors = self.candidate_embeddings(cands, index, stats=stats)
+        return [vectors[slot] @ q[i] for i, slot in enumerate(cands.slots)]
 
-    def rerank(self, questions: Sequence[str], hits: Sequence[Hits], k: int, index: Any = None) -> list[Hits]:
-        """The ``k`` best candidates of each question under the current encoder."""
-        return reorder(hits, self.score(questions, hits, index=index), k)
+    def rerank(self, questions, hits, k=None, index=None, query_embeddings=None):  # type: ignore[override]
+        """Re-score with fresh (or reused) passage vectors, sort, keep ``k``; see :meth:`score`."""
+        return super().rerank(questions, hits, k, index=index, query_embeddings=query_embeddings)
+
+    def _query_embeddings(self, questions: list[str]) -> np.ndarray:
+        unique = list(dict.fromkeys(questions))
+        emb = self.retriever.encode_queries(unique, batch_size=self.query_batch_size, show_progress=False)
+        if len(unique) == len(questions):
+            return emb
+        row = {q: i for i, q in enumerate(unique)}
+        return emb[[row[q] for q in questions]]
+
+    # ------------------------------------------------------------------ passage vectors
+    def candidate_embeddings(self, cands: Candidates, index: Index | None = None,
+                             stats: EncodeStats | None = None) -> np.ndarray:
+        """[n_unique, dim] float32 vectors of the unique candidates: reused from the index where
+        allowed, encoded (bucketed) otherwise."""
+        stats = stats if stats is not None else EncodeStats()
+        n = len(cands)
+        out = np.empty((n, self.retriever.dim), dtype=np.float32)
+        need = np.ones(n, dtype=bool)
+        if self.reuse_index_embeddings and index is not None and n:
+            for src in reusable_sources(index, self.retriever):
+                _fill_from_index(src, cands, need, out)
+        stats.reused = int(n - need.sum())
+        todo = np.flatnonzero(need)
+        if len(todo):
+            texts = self.retriever.passage_texts(cands.passages(todo))
+            out[todo] = self.encode_texts(texts, stats=stats)
+        return out
+
+    def encode_passages(self, passages: Sequence[Any], stats: EncodeStats | None = None) -> np.ndarray:
+        """[n, dim] float32 embeddings of passages (objects with title/text, dicts or strings) with
+        the current passage encoder, in length-sorted batches; rows in input order."""
+        return self.encode_texts(self.retriever.passage_texts(passages), stats=stats)
+
+    def encode_texts(self, texts: Sequence[str], stats: EncodeStats | None = None) -> np.ndarray:
+        """[n, dim] float32 passage-side embeddings of already formatted strings."""
+        r = self.retriever
+        n = len(texts)
+        if n == 0:
+            return np.empty((0, r.dim), dtype=np.float32)
+        tok = r.tokenizer
+        enc = tok(list(texts), truncation=True, max_length=r.passage_maxlength, padding=False)
+        encodings = {k: enc[k] for k in ("input_ids", "token_type_ids") if k in enc}
+        lengths = [len(x) for x in encodings["input_ids"]]
+        batches = plan_batches(lengths, self.batch_size, self.max_tokens_per_batch, sort=self.sort_by_length)
+        encoder = r._encoder("passage")
+        devices = resolve_devices(self.devices, r.device)
+        models = self._replicas.get(encoder, r.device, devices)
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+        pad_type = getattr(tok, "pad_token_type_id", 0) or 0
+        side = getattr(tok, "padding_side", "right")
+
+        def collate(sel: np.ndarray) -> dict[str, torch.Tensor]:
+            return pad_batch(encodings, sel, pad_id, pad_type, side)
+
+        def forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            hidden = model(**batch).last_hidden_state
+            return r._pool(hidden.float(), batch["attention_mask"])
+
+        if stats is not None:
+            stats.encoded += n
+        return run_batches(batches, collate, forward, models, n, amp=self.amp, pin_memory=self.pin_memory,
+                           stats=stats).numpy()
+
+
+# ---------------------------------------------------------------------- reuse of stored vectors
+def _walk(index: Any) -> list[Any]:
+    out, stack = [], [index]
+    while stack:
+        ix = stack.pop(0)
+        out.append(ix)
+        stack.extend(getattr(ix, "members", None) or [])
+    return out
+
+
+def reusable_sources(index: Index, retriever: Any) -> list[Any]:
+    """The dense indexes inside ``index`` (itself or hybrid members) whose stored vectors were
+    produced by ``retriever``'s current passage encoder (identity and weight fingerprint match)."""
+    identity = None
+    out = []
+    for ix in _walk(index):
+        if not getattr(ix, "needs_embeddings", False) or getattr(ix, "members", None):
+            continue  # sparse indexes have no vectors; a hybrid's members are visited themselves
+        recorded = (getattr(ix, "manifest", None) or {}).get("retriever") or {}
+        if not recorded.get("fingerprint"):
+            continue
+        if identity is None:
+            identity = retriever.identity()  # hashes the passage encoder (cached per weight version)
+        if recorded["fingerprint"] != identity["fingerprint"] or any(
+                k in recorded and recorded[k] != identity.get(k) for k in _IDENTITY_KEYS):
+            continue
+        if _snapshot(ix) is not None:
+            out.append(ix)
+    return out
+
+
+def _snapshot(ix: Any) -> tuple[Any, Any, Any] | None:
+    """A consistent (faiss index, passages, embeddings) of a FAISS-like index, or ``None``."""
+    state = getattr(ix, "_state", None)
+    if isinstance(state, tuple) and len(state) == 3:
+        faiss_index, passages, emb = state
+    else:
+        faiss_index, passages, emb = getattr(ix, "index", None), getattr(ix, "passages", None), getattr(ix, "embeddings", None)
+    if passages is None or (emb is None and not _is_flat(faiss_index)):
+        return None
+    return faiss_index, passages, emb
+
+
+def _is_flat(faiss_index: Any) -> bool:
+    if faiss_index is None:
+        return False
+    try:
+        import faiss
+
+        return isinstance(faiss.downcast_index(faiss_index), faiss.IndexFlat)
+    except Exception:  # pragma: no cover - not a faiss index
+        return False
+
+
+def _stored_vectors(snapshot: tuple[Any, Any, Any], positions: np.ndarray) -> np.ndarray:
+    """Float32 vectors at ``positions``: the stored float32 embeddings, else the exact vectors of a
+    Flat FAISS index, else the stored (float16) embeddings. Read in position order (mmap-friendly)."""
+    faiss_index, _, emb = snapshot
+    order = np.argsort(positions, kind="stable")
+    sorted_pos = positions[order]
+    if emb is not None and emb.dtype == np.float32:
+        vecs = np.asarray(emb[sorted_pos], dtype=np.float32)
+    elif _is_flat(faiss_index):
+        vecs = faiss_index.reconstruct_batch(np.ascontiguousarray(sorted_pos, dtype=np.int64))
+    else:
+        vecs = np.asarray(emb[sorted_pos], dtype=np.float32)
+    out = np.empty_like(vecs)
+    out[order] = vecs
+    return out
+
+
+def _fill_from_index(src: Any, cands: Candidates, need: np.ndarray, out: np.ndarray) -> None:
+    snap = _snapshot(src)
+    if snap is None:
+        return
+    store = snap[1]
+    same = np.fromiter((need[u] and cands.stores[u] is store for u in range(len(cands))), dtype=bool, count=len(cands))
+    us = np.flatnonzero(same)
+    if len(us):
+        out[us] = _stored_vectors(snap, cands.positions[us])
+        need[us] = False
+    # candidates without a store (e.g. fused hybrid hits): match by id, and only if the text is
+    # the very text the index embedded (a member may hold another snapshot of the corpus)
+    loose = [u for u in np.flatnonzero(need).tolist() if cands.stores[u] is None and cands.keys[u] in store]
+    if not loose:
+        return
+    pos = np.asarray([store.position(cands.keys[u]) for u in loose], dtype=np.int64)
+    stored = store.take(pos.tolist())
+    ok = [j for j, (u, p) in enumerate(zip(loose, stored))
+          if (cands.hit_objs[u].title or "") == (p.title or "") and cands.hit_objs[u].text == p.text]
+    if ok:
+        us = np.asarray([loose[j] for j in ok], dtype=np.int64)
+        out[us] = _stored_vectors(snap, pos[ok])
+        need[us] = False

@@ -1,0 +1,296 @@
+"""Length-bucketed batch encoding shared by the rerankers.
+
+Every reranker turns a batch of questions and their candidates into one flat list of unique
+inputs (passages for a bi-encoder, (question, passage) pairs for a cross-encoder), tokenizes them
+once without padding, sorts them by token length and cuts the sorted list into batches - of a
+fixed size, or under a padded-token budget (``max_tokens_per_batch``) so that short inputs travel
+in large batches and long ones in small batches. Batches run under ``torch.inference_mode`` with
+AMP (bf16/fp16) on CUDA, pinned host memory and non-blocking host-to-device copies; each device
+keeps its outputs until the end and returns them with one device-to-host copy. With several
+devices the batches are dealt round-robin to one model replica per device, one thread each
+(PyTorch releases the GIL inside kernels, so the devices run concurrently).
+"""
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from atlas_kit.retriever import autocast_context
+
+__all__ = [
+    "plan_batches",
+    "pad_batch",
+    "resolve_devices",
+    "ReplicaCache",
+    "EncodeStats",
+    "run_batches",
+]
+
+PAD_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def plan_batches(
+    lengths: Sequence[int] | np.ndarray,
+    batch_size: int | None = 128,
+    max_tokens_per_batch: int | None = None,
+    sort: bool = True,
+) -> list[np.ndarray]:
+    """Cut inputs into batches (arrays of input indices), longest first.
+
+    ``lengths`` are token counts. With ``sort`` (the default) inputs are ordered by decreasing
+    length (stable, so equal lengths keep their input order), which minimises padding. Without a
+    token budget every batch holds ``batch_size`` inputs. With ``max_tokens_per_batch`` a batch
+    grows while ``len(batch) * longest_in_batch <= max_tokens_per_batch`` (the padded token count)
+    and, if ``batch_size`` is set, ``len(batch) <= batch_size``; an input longer than the budget
+    forms a batch of its own. Every index appears in exactly one batch.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
+    n = len(lengths)
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if max_tokens_per_batch is not None and max_tokens_per_batch < 1:
+        raise ValueError(f"max_tokens_per_batch must be >= 1, got {max_tokens_per_batch}")
+    if batch_size is None and max_tokens_per_batch is None:
+        raise ValueError("give batch_size, max_tokens_per_batch, or both")
+    order = np.argsort(-lengths, kind="stable") if sort else np.arange(n)
+    if max_tokens_per_batch is None:
+        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    ordered = lengths[order].tolist()
+    cap = batch_size or n
+    batches = []
+    start = 0
+    while start < n:
+        width = ordered[start]
+        end = start + 1
+        while end < n and end - start < cap:
+            w = max(width, ordered[end])
+            if w * (end - start + 1) > max_tokens_per_batch:
+                break
+            width, end = w, end + 1
+        batches.append(order[start:end])
+        start = end
+    return batches
+
+
+def pad_batch(
+    encodings: Mapping[str, Sequence[Sequence[int]]],
+    sel: Sequence[int],
+    pad_token_id: int,
+    pad_token_type_id: int = 0,
+    padding_side: str = "right",
+) -> dict[str, torch.Tensor]:
+    """Pad the pre-tokenized inputs ``sel`` of ``encodings`` (lists of token ids, as a fast
+    tokenizer returns them with ``padding=False``) into int64 tensors of the batch's longest
+    length. Equivalent to ``tokenizer.pad`` for these keys, without its per-call overhead."""
+    ids = encodings["input_ids"]
+    rows = [ids[i] for i in sel]
+    width = max((len(r) for r in rows), default=0)
+    b = len(rows)
+    out: dict[str, np.ndarray] = {
+        "input_ids": np.full((b, width), pad_token_id, dtype=np.int64),
+        "attention_mask": np.zeros((b, width), dtype=np.int64),
+    }
+    types = encodings.get("token_type_ids")
+    if types is not None:
+        out["token_type_ids"] = np.full((b, width), pad_token_type_id, dtype=np.int64)
+    left = padding_side == "left"
+    for j, (i, row) in enumerate(zip(sel, rows)):
+        n = len(row)
+        s = slice(width - n, width) if left else slice(0, n)
+        out["input_ids"][j, s] = row
+        out["attention_mask"][j, s] = 1
+        if types is not None:
+            out["token_type_ids"][j, s] = types[i]
+    return {k: torch.from_numpy(v) for k, v in out.items()}
+
+
+def resolve_devices(devices: Sequence[str | torch.device] | str | torch.device | None,
+                    model_device: torch.device | None = None) -> list[torch.device]:
+    """The devices to encode on, de-duplicated, in order.
+
+    ``None``: the model's own device when it is an accelerator, else the first CUDA GPU when one
+    is visible, else the CPU. Several CUDA devices enable data-parallel encoding.
+    """
+    if devices is None:
+        if model_device is not None and model_device.type != "cpu":
+            return [model_device]
+        return [torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")]
+    if isinstance(devices, (str, torch.device)):
+        devices = [devices]
+    out: list[torch.device] = []
+    for d in devices:
+        d = torch.device(d)
+        if d.type == "cuda" and d.index is None:
+            d = torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_available() else 0)
+        if d not in out:
+            out.append(d)
+    if not out:
+        raise ValueError("devices must name at least one device")
+    return out
+
+
+def _weights_version(module: torch.nn.Module) -> int:
+    return sum(t._version for t in module.state_dict().values())
+
+
+class ReplicaCache:
+    """Per-device copies of a model, refreshed when the source's weights change.
+
+    The source module is used as is on its own device; on any other device a deep copy is made
+    (outside inference mode, so its tensors stay ordinary ones) and reused until an optimizer
+    step or ``load_state_dict`` bumps the source's parameter version counters.
+    """
+
+    def __init__(self) -> None:
+        self._replicas: dict[torch.device, tuple[tuple[int, int], torch.nn.Module]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, source: torch.nn.Module, source_device: torch.device, devices: Sequence[torch.device]) -> dict[torch.device, torch.nn.Module]:
+        out = {}
+        key = (id(source), _weights_version(source))
+        with self._lock:
+            for d in devices:
+                if _same_device(d, source_device):
+                    out[d] = source
+                    continue
+                cached = self._replicas.get(d)
+                if cached is None or cached[0] != key:
+                    with torch.inference_mode(False), torch.no_grad():
+                        replica = copy.deepcopy(source).to(d)
+                    replica.eval()
+                    self._replicas[d] = (key, replica)
+                out[d] = self._replicas[d][1]
+        return out
+
+    def clear(self) -> None:
+        with self._lock:
+            self._replicas.clear()
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    if a.type != b.type:
+        return False
+    if a.type != "cuda":
+        return True
+    ia = a.index if a.index is not None else torch.cuda.current_device()
+    ib = b.index if b.index is not None else torch.cuda.current_device()
+    return ia == ib
+
+
+@dataclass
+class EncodeStats:
+    """What the last call did: inputs encoded / reused, batches, real and padded tokens."""
+
+    encoded: int = 0
+    reused: int = 0
+    batches: int = 0
+    tokens: int = 0
+    padded_tokens: int = 0
+    max_batch_tokens: int = 0
+    per_device: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def padding_ratio(self) -> float:
+        """Padded tokens / real tokens (1.0 = no padding at all)."""
+        return self.padded_tokens / self.tokens if self.tokens else 1.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"encoded": self.encoded, "reused": self.reused, "batches": self.batches, "tokens": self.tokens,
+                "padded_tokens": self.padded_tokens, "max_batch_tokens": self.max_batch_tokens,
+                "padding_ratio": round(self.padding_ratio, 4), "per_device": dict(self.per_device)}
+
+
+def _to_device(batch: dict[str, Any], device: torch.device, pin_memory: bool) -> dict[str, Any]:
+    if device.type == "cpu":
+        return batch
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor):
+            if pin_memory and device.type == "cuda":
+                v = v.pin_memory()
+            v = v.to(device, non_blocking=True)
+        out[k] = v
+    return out
+
+
+def run_batches(
+    batches: Sequence[np.ndarray],
+    collate: Callable[[np.ndarray], dict[str, Any]],
+    forward: Callable[[torch.nn.Module, dict[str, Any]], torch.Tensor],
+    models: Mapping[torch.device, torch.nn.Module],
+    n: int,
+    amp: bool = True,
+    pin_memory: bool = True,
+    stats: EncodeStats | None = None,
+) -> torch.Tensor:
+    """Run ``forward(model, collate(batch))`` over ``batches`` and scatter the rows back.
+
+    Returns a float32 CPU tensor whose row ``i`` is the output for input ``i`` (of ``n``). With
+    several devices in ``models`` batch ``j`` runs on device ``j % n_devices``. Outputs stay on
+    their device until all of its batches are done (no per-batch synchronisation).
+    """
+    devices = list(models)
+    if not batches:
+        return torch.empty((0,), dtype=torch.float32)
+    assignment: dict[torch.device, list[np.ndarray]] = {d: [] for d in devices}
+    for j, sel in enumerate(batches):
+        assignment[devices[j % len(devices)]].append(sel)
+
+    def work(device: torch.device) -> tuple[np.ndarray, torch.Tensor, int, int, int] | None:
+        mine = assignment[device]
+        if not mine:
+            return None
+        model = models[device]
+        outs, tokens, padded, widest = [], 0, 0, 0
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        with torch.inference_mode():
+            for sel in mine:
+                batch = collate(sel)
+                mask = batch.get("attention_mask")
+                if isinstance(mask, torch.Tensor):
+                    tokens += int(mask.sum())
+                    padded += mask.numel()
+                    widest = max(widest, mask.numel())
+                batch = _to_device(batch, device, pin_memory)
+                with autocast_context(device, enabled=amp):
+                    y = forward(model, batch)
+                outs.append(y.float())
+            result = torch.cat(outs).cpu()
+        return np.concatenate(mine), result, tokens, padded, widest
+
+    was_training = {d: m.training for d, m in models.items()}
+    for m in models.values():
+        m.eval()
+    try:
+        if len(devices) == 1:
+            results = [work(devices[0])]
+        else:
+            with ThreadPoolExecutor(max_workers=len(devices), thread_name_prefix="rerank-encode") as pool:
+                results = list(pool.map(work, devices))
+    finally:
+        for d, m in models.items():
+            m.train(was_training[d])
+
+    first = next(r for r in results if r is not None)
+    out = torch.empty((n, *first[1].shape[1:]), dtype=torch.float32)
+    for d, r in zip(devices, results):
+        if r is None:
+            continue
+        idx, y, tokens, padded, widest = r
+        out[torch.from_numpy(idx)] = y
+        if stats is not None:
+            stats.tokens += tokens
+            stats.padded_tokens += padded
+            stats.max_batch_tokens = max(stats.max_batch_tokens, widest)
+            stats.per_device[str(d)] = stats.per_device.get(str(d), 0) + len(idx)
+    if stats is not None:
+        stats.batches += len(batches)
+    return out
