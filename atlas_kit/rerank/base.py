@@ -18,7 +18,7 @@ import numpy as np
 from atlas_kit.index.base import Hit, Hits, Index
 from atlas_kit.passages import Passages
 
-__all__ = ["Reranker", "Candidates", "gather_candidates", "reorder"]
+__all__ = ["Reranker", "CandidateSet", "gather_candidates", "reorder"]
 
 
 def _store(hits: Hits) -> Passages | None:
@@ -30,7 +30,7 @@ def _store(hits: Hits) -> Passages | None:
 
 
 @dataclass
-class Candidates:
+class CandidateSet:
     """The de-duplicated candidates of a batch of questions.
 
     ``keys[u]`` is the passage id of unique candidate ``u``; ``slots[q]`` maps question ``q``'s hits
@@ -66,7 +66,7 @@ class Candidates:
         return out
 
 
-def gather_candidates(hits: Sequence[Hits]) -> Candidates:
+def gather_candidates(hits: Sequence[Hits]) -> CandidateSet:
     """De-duplicate the candidates of all questions by passage id (first occurrence wins)."""
     index_of: dict[str, int] = {}
     keys: list[str] = []
@@ -95,7 +95,7 @@ def gather_candidates(hits: Sequence[Hits]) -> Candidates:
                     hit_objs.append(objs[j])
             slot[j] = u
         slots.append(slot)
-    return Candidates(keys, slots, stores, np.asarray(positions, dtype=np.int64), hit_objs)
+    return CandidateSet(keys, slots, stores, np.asarray(positions, dtype=np.int64), hit_objs)
 
 
 def reorder(hits: Hits, scores: np.ndarray, k: int | None) -> Hits:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,10 +114,12 @@ def pad_batch(
 
 def resolve_devices(devices: Sequence[str | torch.device] | str | torch.device | None,
                     model_device: torch.device | None = None) -> list[torch.device]:
-    """The devices to encode on, de-duplicated, in order.
+    """The devices to encode on, in order (one worker each).
 
     ``None``: the model's own device when it is an accelerator, else the first CUDA GPU when one
-    is visible, else the CPU. Several CUDA devices enable data-parallel encoding.
+    is visible, else the CPU. Several CUDA devices enable data-parallel encoding. A device named
+    twice gets two workers (``["cpu", "cpu"]`` exercises the data-parallel path on a CPU-only
+    machine; CPU workers share one model).
     """
     if devices is None:
         if model_device is not None and model_device.type != "cpu":
@@ -129,8 +132,7 @@ def resolve_devices(devices: Sequence[str | torch.device] | str | torch.device |
         d = torch.device(d)
         if d.type == "cuda" and d.index is None:
             d = torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_available() else 0)
-        if d not in out:
-            out.append(d)
+        out.append(d)
     if not out:
         raise ValueError("devices must name at least one device")
     return out
@@ -143,22 +145,23 @@ def _weights_version(module: torch.nn.Module) -> int:
 class ReplicaCache:
     """Per-device copies of a model, refreshed when the source's weights change.
 
-    The source module is used as is on its own device; on any other device a deep copy is made
-    (outside inference mode, so its tensors stay ordinary ones) and reused until an optimizer
-    step or ``load_state_dict`` bumps the source's parameter version counters.
+    The source module is used as is on its own device (and by every CPU worker); on any other
+    device one deep copy is made (outside inference mode, so its tensors stay ordinary ones) and
+    reused until an optimizer step or ``load_state_dict`` bumps the source's version counters.
     """
 
     def __init__(self) -> None:
         self._replicas: dict[torch.device, tuple[tuple[int, int], torch.nn.Module]] = {}
         self._lock = threading.Lock()
 
-    def get(self, source: torch.nn.Module, source_device: torch.device, devices: Sequence[torch.device]) -> dict[torch.device, torch.nn.Module]:
-        out = {}
+    def get(self, source: torch.nn.Module, source_device: torch.device,
+            devices: Sequence[torch.device]) -> list[tuple[torch.device, torch.nn.Module]]:
+        out = []
         key = (id(source), _weights_version(source))
         with self._lock:
             for d in devices:
                 if _same_device(d, source_device):
-                    out[d] = source
+                    out.append((d, source))
                     continue
                 cached = self._replicas.get(d)
                 if cached is None or cached[0] != key:
@@ -166,7 +169,7 @@ class ReplicaCache:
                         replica = copy.deepcopy(source).to(d)
                     replica.eval()
                     self._replicas[d] = (key, replica)
-                out[d] = self._replicas[d][1]
+                out.append((d, self._replicas[d][1]))
         return out
 
     def clear(self) -> None:
@@ -224,7 +227,7 @@ def run_batches(
     batches: Sequence[np.ndarray],
     collate: Callable[[np.ndarray], dict[str, Any]],
     forward: Callable[[torch.nn.Module, dict[str, Any]], torch.Tensor],
-    models: Mapping[torch.device, torch.nn.Module],
+    models: Sequence[tuple[torch.device, torch.nn.Module]],
     n: int,
     amp: bool = True,
     pin_memory: bool = True,
@@ -232,26 +235,24 @@ def run_batches(
 ) -> torch.Tensor:
     """Run ``forward(model, collate(batch))`` over ``batches`` and scatter the rows back.
 
-    Returns a float32 CPU tensor whose row ``i`` is the output for input ``i`` (of ``n``). With
-    several devices in ``models`` batch ``j`` runs on device ``j % n_devices``. Outputs stay on
-    their device until all of its batches are done (no per-batch synchronisation).
+    Returns a float32 CPU tensor whose row ``i`` is the output for input ``i`` (of ``n``).
+    ``models`` holds one (device, model) worker per entry; batch ``j`` runs on worker
+    ``j % n_workers``. Outputs stay on their device until all of the worker's batches are done
+    (no per-batch synchronisation), then come back in one copy.
     """
-    devices = list(models)
+    workers = list(models)
     if not batches:
         return torch.empty((0,), dtype=torch.float32)
-    assignment: dict[torch.device, list[np.ndarray]] = {d: [] for d in devices}
-    for j, sel in enumerate(batches):
-        assignment[devices[j % len(devices)]].append(sel)
+    assignment: list[list[np.ndarray]] = [list(batches[w :: len(workers)]) for w in range(len(workers))]
 
-    def work(device: torch.device) -> tuple[np.ndarray, torch.Tensor, int, int, int] | None:
-        mine = assignment[device]
+    def work(w: int) -> tuple[np.ndarray, torch.Tensor, int, int, int] | None:
+        mine = assignment[w]
         if not mine:
             return None
-        model = models[device]
+        device, model = workers[w]
         outs, tokens, padded, widest = [], 0, 0, 0
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        with torch.inference_mode():
+        # the worker's device is current only inside this block (the caller's current device is untouched)
+        with torch.cuda.device(device) if device.type == "cuda" else nullcontext(), torch.inference_mode():
             for sel in mine:
                 batch = collate(sel)
                 mask = batch.get("attention_mask")
@@ -266,22 +267,23 @@ def run_batches(
             result = torch.cat(outs).cpu()
         return np.concatenate(mine), result, tokens, padded, widest
 
-    was_training = {d: m.training for d, m in models.items()}
-    for m in models.values():
+    unique_models = list({id(m): m for _, m in workers}.values())
+    was_training = [m.training for m in unique_models]
+    for m in unique_models:
         m.eval()
     try:
-        if len(devices) == 1:
-            results = [work(devices[0])]
+        if len(workers) == 1:
+            results = [work(0)]
         else:
-            with ThreadPoolExecutor(max_workers=len(devices), thread_name_prefix="rerank-encode") as pool:
-                results = list(pool.map(work, devices))
+            with ThreadPoolExecutor(max_workers=len(workers), thread_name_prefix="rerank-encode") as pool:
+                results = list(pool.map(work, range(len(workers))))
     finally:
-        for d, m in models.items():
-            m.train(was_training[d])
+        for m, t in zip(unique_models, was_training):
+            m.train(t)
 
     first = next(r for r in results if r is not None)
     out = torch.empty((n, *first[1].shape[1:]), dtype=torch.float32)
-    for d, r in zip(devices, results):
+    for (d, _), r in zip(workers, results):
         if r is None:
             continue
         idx, y, tokens, padded, widest = r

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from atlas_kit.index.base import Hits, Index
-from atlas_kit.rerank.base import Candidates, Reranker, gather_candidates
+from atlas_kit.rerank.base import CandidateSet, Reranker, gather_candidates
 from atlas_kit.rerank.batching import (
     EncodeStats,
     ReplicaCache,
@@ -86,6 +86,11 @@ class BiEncoderReranker(Reranker):
         self.last_stats = EncodeStats()
         self._replicas = ReplicaCache()
 
+    @property
+    def encoded_last(self) -> int:
+        """Passages the last call encoded (0 when every vector came from the index)."""
+        return self.last_stats.encoded
+
     # ------------------------------------------------------------------ scoring
     def score(self, questions: Sequence[str], hits: Sequence[Hits], index: Index | None = None,
               query_embeddings: np.ndarray | None = None) -> list[np.ndarray]:
@@ -117,7 +122,7 @@ class BiEncoderReranker(Reranker):
         return emb[[row[q] for q in questions]]
 
     # ------------------------------------------------------------------ passage vectors
-    def candidate_embeddings(self, cands: Candidates, index: Index | None = None,
+    def candidate_embeddings(self, cands: CandidateSet, index: Index | None = None,
                              stats: EncodeStats | None = None) -> np.ndarray:
         """[n_unique, dim] float32 vectors of the unique candidates: reused from the index where
         allowed, encoded (bucketed) otherwise."""
@@ -242,7 +247,7 @@ def _stored_vectors(snapshot: tuple[Any, Any, Any], positions: np.ndarray) -> np
     return out
 
 
-def _fill_from_index(src: Any, cands: Candidates, need: np.ndarray, out: np.ndarray) -> None:
+def _fill_from_index(src: Any, cands: CandidateSet, need: np.ndarray, out: np.ndarray) -> None:
     snap = _snapshot(src)
     if snap is None:
         return

@@ -44,10 +44,11 @@ def test_dedup_encodes_each_passage_once_and_scatter_keeps_questions(setup, monk
     r, index = setup
     hits = index.search(QS, 5, r.encode_queries(QS))  # heavy overlap across questions
     seen = []
-    orig = r.encode_passages
-    monkeypatch.setattr(r, "encode_passages", lambda ps, **kw: seen.append(len(ps)) or orig(ps, **kw))
-    scores = BiEncoderReranker(r, reuse_index_embeddings=False).score(QS, hits, index=index)
-    assert seen == [len({pid for h in hits for pid in h.ids})]
+    rr = BiEncoderReranker(r, reuse_index_embeddings=False)
+    orig = rr.encode_texts
+    monkeypatch.setattr(rr, "encode_texts", lambda ts, **kw: seen.append(len(ts)) or orig(ts, **kw))
+    scores = rr.score(QS, hits, index=index)
+    assert seen == [len({pid for h in hits for pid in h.ids})]  # one bucketed call, each passage once
     for q, h, s in zip(QS, hits, scores):  # each candidate keeps its own question's score
         direct = r.encode_passages(list(h)) @ r.encode_queries([q])[0]
         np.testing.assert_allclose(s, direct, rtol=1e-4, atol=1e-5)
@@ -113,5 +114,20 @@ def test_cross_encoder_path_end_to_end(tmp_path, setup):
     # scores are the cross-encoder's own, computed once per (question, passage)
     cand = index.search(QS[:1], 5, r.encode_queries(QS[:1]))
     s = ce.score(QS[:1], cand)[0]
-    direct = ce.model.predict([(QS[0], f"{h.title} {h.text}") for h in cand[0]])
+    # raw logits by default (a sigmoid would saturate into ties); activation=True matches predict()
+    direct = ce.model.predict([(QS[0], f"{h.title} {h.text}") for h in cand[0]], activation_fn=torch.nn.Identity())
     np.testing.assert_allclose(s, np.asarray(direct).reshape(-1), rtol=1e-4, atol=1e-5)
+
+
+def test_data_parallel_encoding_over_replicas_matches_single_device(setup, toy_passages):
+    """Two replicas (CPU stands in for two GPUs): batches are dealt round-robin and gathered back
+    in input order, giving the same vectors as one device."""
+    r, index = setup
+    single = r.encode_passages(toy_passages, batch_size=2)
+    parallel = r.encode_passages(toy_passages, batch_size=2, devices=["cpu", "cpu"])
+    np.testing.assert_allclose(parallel, single, rtol=1e-5, atol=1e-6)
+    rr = BiEncoderReranker(r, batch_size=2, reuse_index_embeddings=False, devices=["cpu", "cpu"])
+    qv = r.encode_queries(QS)
+    a = rr.rerank(QS, index.search(QS, 6, qv), k=3)
+    b = BiEncoderReranker(r, reuse_index_embeddings=False).rerank(QS, index.search(QS, 6, qv), k=3)
+    assert [h.ids for h in a] == [h.ids for h in b]
