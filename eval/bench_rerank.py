@@ -137,13 +137,13 @@ def main() -> None:
             "unsorted": lambda: unsorted.score(qs, cand, query_embeddings=qv),
             "budget": lambda: budget.score(qs, cand, query_embeddings=qv),
         }
-        best = {name: float("inf") for name in variants}
+        best = {v: float("inf") for v in variants}
         results = {}
         for _ in range(args.repeats):  # interleaved, best of N: a burst of load hits every variant alike
-            for name, fn in variants.items():
+            for v, fn in variants.items():
                 t0 = time.perf_counter()
-                results[name] = fn()
-                best[name] = min(best[name], time.perf_counter() - t0)
+                results[v] = fn()
+                best[v] = min(best[v], time.perf_counter() - t0)
         t_raw, t_raw_sorted, t_ours, t_unsorted, t_budget = (best[x] for x in variants)
         raw_emb, scores = results["raw"], results["ours"]
         st, st_unsorted, st_budget = ours.last_stats, unsorted.last_stats, budget.last_stats

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import threading
 from contextlib import nullcontext
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
