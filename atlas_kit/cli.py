@@ -181,13 +181,23 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     reader = Reader.from_pretrained(args.reader) if args.reader else None
     if reader is not None and args.device:
         reader.to(args.device)
-    atlas = Atlas(retriever, reader, index, k=args.k, allow_mismatch=args.force)
+    reranker = None
+    if args.rerank:
+        from atlas_kit.rerank import BiEncoderReranker, CrossEncoderReranker
+
+        if args.rerank == "bi":
+            reranker = BiEncoderReranker(retriever)
+        elif args.rerank.startswith("cross:"):
+            reranker = CrossEncoderReranker.from_pretrained(args.rerank[len("cross:"):], device=args.device)
+        else:
+            raise ValueError(f"--rerank must be 'bi' or 'cross:PATH', got {args.rerank!r}")
+    atlas = Atlas(retriever, reader, index, reranker=reranker, k=args.k, allow_mismatch=args.force)
     console = _console()
     if reader is None:
-        hits = atlas.retrieve(args.question, k=args.k)
+        hits = atlas.retrieve(args.question, k=args.k, candidates=args.candidates)
         answer_text, hits = None, hits[0]
     else:
-        answer = atlas.ask(args.question, k=args.k)
+        answer = atlas.ask(args.question, k=args.k, candidates=args.candidates)
         answer_text, hits = answer.text, answer.passages
     if args.json:
         print(json.dumps({"question": args.question, "answer": answer_text,
@@ -283,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--retriever", default=None, help="default: the one recorded in the index manifest")
     ask.add_argument("--k", type=int, default=20)
     ask.add_argument("--show", type=int, default=5, help="passages to print")
+    ask.add_argument("--rerank", default=None, help="'bi' (fresh bi-encoder vectors) or 'cross:PATH' (cross-encoder checkpoint)")
+    ask.add_argument("--candidates", type=int, default=None, help="candidates fetched before reranking (default 4*k)")
     ask.add_argument("--force", action="store_true", help="accept an index built by another encoder fingerprint")
     ask.add_argument("--device", default=None)
     ask.add_argument("--json", action="store_true")

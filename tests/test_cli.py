@@ -47,3 +47,16 @@ def test_bad_corpus_gives_clear_error(tmp_path, caplog):
 
 def test_parser_builds():
     assert build_parser().prog == "atlas-kit"
+
+
+def test_ask_with_bi_encoder_rerank(tmp_path, toy_passages, capsys):
+    corpus = tmp_path / "corpus.jsonl"
+    toy_passages.to_jsonl(corpus)
+    assert main(["-q", "index", "build", str(corpus), "--out", str(tmp_path / "idx")]) == 0
+    capsys.readouterr()
+    assert main(["-q", "ask", "What is the capital of Zorvania?", "--index", str(tmp_path / "idx"), "--k", "2",
+                 "--rerank", "bi", "--candidates", "6", "--json"]) == 0
+    out = capsys.readouterr().out
+    res = json.loads(out[out.index("{"):])
+    assert res["passages"][0]["id"] == "p0" and len(res["passages"]) == 2
+    assert main(["-q", "ask", "q", "--index", str(tmp_path / "idx"), "--rerank", "tri"]) == 2
