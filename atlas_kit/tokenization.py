@@ -35,12 +35,13 @@ def default_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def train_word_tokenizer(
-    texts: Iterable[str], vocab_size: int = 8000, min_frequency: int = 1, lowercase: bool = True
+    texts: Iterable[str], vocab_size: int | None = None, min_frequency: int = 1, lowercase: bool = True
 ) -> PreTrainedTokenizerFast:
     """A word-level tokenizer (words and punctuation marks are tokens) trained on ``texts``.
 
     Special tokens follow T5: ``<pad>`` = 0, ``</s>`` = 1 (appended to every sequence), ``<unk>`` = 2.
-    ``vocab_size`` counts them; the most frequent words win when the corpus has more. Decoding joins
+    ``vocab_size`` counts them (default: no cap - every word of ``texts`` gets a token, since a word
+    dropped here becomes ``<unk>`` and can never be copied); with a cap the most frequent words win. Decoding joins
     words with spaces and attaches punctuation, so generated answers read naturally.
     """
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -54,7 +55,7 @@ def train_word_tokenizer(
         [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(_WORD_PATTERN), behavior="isolated")]
     )
     trainer = trainers.WordLevelTrainer(
-        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[PAD, EOS, UNK], show_progress=False
+        vocab_size=vocab_size or 10_000_000, min_frequency=min_frequency, special_tokens=[PAD, EOS, UNK], show_progress=False
     )
     tok.train_from_iterator(texts, trainer=trainer)
     eos_id = tok.token_to_id(EOS)
