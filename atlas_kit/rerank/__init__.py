@@ -19,10 +19,9 @@ and scattered back per question. Vectors an index already stores for the very sa
 encoder (weight fingerprint) are reused instead of re-encoded. No pretrained cross-encoder exists
 offline here: tests build a tiny one from a config (see :mod:`atlas_kit.rerank.cross_encoder`).
 """
-from atlas_kit.rerank.base import CandidateSet, Reranker, gather_candidates
+from atlas_kit.rerank.base import CandidateSet, Reranker, gather_candidates, reorder
 from atlas_kit.rerank.batching import EncodeStats, plan_batches
 from atlas_kit.rerank.bi_encoder import BiEncoderReranker
-from atlas_kit.rerank.candidates import Candidates, reorder
 from atlas_kit.rerank.cross_encoder import CrossEncoderReranker
 
 __all__ = [
@@ -33,6 +32,5 @@ __all__ = [
     "gather_candidates",
     "EncodeStats",
     "plan_batches",
-    "Candidates",
     "reorder",
 ]

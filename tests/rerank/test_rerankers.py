@@ -5,7 +5,7 @@ import pytest
 
 from atlas_kit import Atlas
 from atlas_kit.index import FaissIndex
-from atlas_kit.rerank import BiEncoderReranker, Candidates, CrossEncoderReranker
+from atlas_kit.rerank import BiEncoderReranker, CrossEncoderReranker
 from atlas_kit.retriever import length_batches
 from tests.conftest import make_tiny_retriever
 
@@ -52,20 +52,6 @@ def test_dedup_encodes_each_passage_once_and_scatter_keeps_questions(setup, monk
     for q, h, s in zip(QS, hits, scores):  # each candidate keeps its own question's score
         direct = r.encode_passages(list(h)) @ r.encode_queries([q])[0]
         np.testing.assert_allclose(s, direct, rtol=1e-4, atol=1e-5)
-
-
-def test_candidates_collect_random_property():
-    from atlas_kit.index.base import Hit, Hits
-
-    rng = np.random.default_rng(0)
-    hits = []
-    for _ in range(20):
-        ids = [f"p{i}" for i in rng.choice(30, size=rng.integers(1, 10), replace=False)]
-        hits.append(Hits.from_hits([Hit(i, "", "t" * len(i), 0.0) for i in ids]))
-    cand = Candidates.collect(hits)
-    assert len({h.id for h in cand.unique}) == len(cand.unique)
-    for h, slot in zip(hits, cand.slots):
-        assert [cand.unique[j].id for j in slot] == h.ids
 
 
 def test_length_batches_respect_token_budget():
