@@ -214,20 +214,13 @@ def _cmd_ask(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- train / evaluate
-def _cmd_train(args: argparse.Namespace) -> int:
+def _cmd_run_recipe(args: argparse.Namespace) -> int:
+    """``train`` and ``evaluate``: the same recipe run, with or without training."""
     from atlas_kit.recipes import load_recipe, run_recipe
 
     recipe = load_recipe(args.recipe, args.overrides, smoke=args.smoke)
-    metrics = run_recipe(recipe)
-    print(json.dumps(metrics, indent=2, default=str))
-    return 0
-
-
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from atlas_kit.recipes import load_recipe, run_recipe
-
-    recipe = load_recipe(args.recipe, args.overrides, smoke=args.smoke)
-    metrics = run_recipe(recipe, evaluate_only=True, checkpoint=args.checkpoint)
+    evaluate_only = args.command == "evaluate"
+    metrics = run_recipe(recipe, evaluate_only=evaluate_only, checkpoint=getattr(args, "checkpoint", None))
     print(json.dumps(metrics, indent=2, default=str))
     return 0
 
@@ -304,13 +297,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("recipe", help="recipes/NAME.yaml")
     train.add_argument("overrides", nargs="*", help="e.g. train.steps=200 data.shots=64 reader=PATH")
     train.add_argument("--smoke", action="store_true", help="a few examples and steps: checks the recipe runs")
-    train.set_defaults(func=_cmd_train)
+    train.set_defaults(func=_cmd_run_recipe)
     evaluate = sub.add_parser("evaluate", help="evaluate a recipe's model on its eval data")
     evaluate.add_argument("recipe")
     evaluate.add_argument("overrides", nargs="*")
     evaluate.add_argument("--checkpoint", default=None, help="a saved model folder (a run's model/)")
     evaluate.add_argument("--smoke", action="store_true")
-    evaluate.set_defaults(func=_cmd_evaluate)
+    evaluate.set_defaults(func=_cmd_run_recipe)
 
     demo = sub.add_parser("demo", help="end-to-end demo on a generated world (offline, a few minutes on CPU)")
     demo.add_argument("--out", default="runs/demo", help="run folder")
