@@ -220,8 +220,10 @@ def _cmd_run_recipe(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe, args.overrides, smoke=args.smoke)
     evaluate_only = args.command == "evaluate"
-    metrics = run_recipe(recipe, evaluate_only=evaluate_only, checkpoint=getattr(args, "checkpoint", None))
-    print(json.dumps(metrics, indent=2, default=str))
+    metrics = run_recipe(recipe, evaluate_only=evaluate_only, checkpoint=getattr(args, "checkpoint", None),
+                         retrieval_only=getattr(args, "retrieval_only", False))
+    # the scalar metrics; per-subject / per-category tables are in the run folder's results.md
+    print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}, indent=2, default=str))
     return 0
 
 
@@ -303,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("overrides", nargs="*")
     evaluate.add_argument("--checkpoint", default=None, help="a saved model folder (a run's model/)")
     evaluate.add_argument("--smoke", action="store_true")
+    evaluate.add_argument("--retrieval-only", action="store_true",
+                          help="no reader: recall@k / answer recall@k / R-Precision of the retriever and index")
     evaluate.set_defaults(func=_cmd_run_recipe)
 
     demo = sub.add_parser("demo", help="end-to-end demo on a generated world (offline, a few minutes on CPU)")

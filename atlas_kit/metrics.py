@@ -10,7 +10,8 @@ import string
 from collections import Counter
 from typing import Callable, Iterable, Sequence
 
-__all__ = ["normalize_answer", "exact_match", "f1_score", "recall_at_k", "METRICS", "qa_scores"]
+__all__ = ["normalize_answer", "exact_match", "f1_score", "accuracy", "recall_at_k", "has_answer",
+           "answer_recall_at_k", "METRICS", "qa_scores"]
 
 
 def normalize_answer(text: str) -> str:
@@ -56,6 +57,29 @@ def recall_at_k(retrieved: Sequence[Sequence[str]], gold: Sequence[Iterable[str]
     return out
 
 
+def has_answer(text: str, answers: Sequence[str]) -> bool:
+    """Whether a normalised answer occurs in the normalised text as whole words (DPR's test of a
+    passage "containing" the answer, used when gold passage ids are unknown, as for NQ-open)."""
+    words = f" {normalize_answer(text)} "
+    return any(norm and f" {norm} " in words for norm in (normalize_answer(a) for a in answers))
+
+
+def answer_recall_at_k(passage_texts: Sequence[Sequence[str]], answers: Sequence[Sequence[str]],
+                       ks: Sequence[int] = (1, 5, 20)) -> dict[str, float]:
+    """Share of queries (in %) with an answer string in one of the first k passages (``AR@k``)."""
+    if len(passage_texts) != len(answers):
+        raise ValueError(f"{len(passage_texts)} retrieval lists but {len(answers)} answer lists")
+    first = [next((i for i, t in enumerate(texts) if has_answer(t, a)), None)
+             for texts, a in zip(passage_texts, answers)]
+    n = max(len(first), 1)
+    return {f"AR@{k}": 100.0 * sum(1 for f in first if f is not None and f < k) / n for k in ks}
+
+
+def accuracy(prediction: str, answers: Sequence[str]) -> float:
+    """Label accuracy (FEVER, multiple choice by generation): exact match after normalisation."""
+    return exact_match(prediction, answers)
+
+
 def qa_scores(predictions: Sequence[str], answers: Sequence[Sequence[str]]) -> dict[str, float]:
     """Mean EM and F1 (in %) over examples."""
     n = max(len(predictions), 1)
@@ -65,4 +89,5 @@ def qa_scores(predictions: Sequence[str], answers: Sequence[Sequence[str]]) -> d
     }
 
 
-METRICS: dict[str, Callable] = {"exact_match": exact_match, "f1": f1_score}
+METRICS: dict[str, Callable] = {"exact_match": exact_match, "f1": f1_score, "accuracy": accuracy,
+                                "has_answer": has_answer}

@@ -16,7 +16,8 @@ import yaml
 
 from atlas_kit.storage import atomic_write_json, atomic_write_text
 
-__all__ = ["DEFAULTS", "load_recipe", "apply_overrides", "run_recipe", "build_atlas", "load_examples"]
+__all__ = ["DEFAULTS", "FORMATS", "load_recipe", "apply_overrides", "run_recipe", "build_atlas", "load_examples",
+           "load_corpus"]
 
 log = logging.getLogger(__name__)
 
@@ -27,15 +28,29 @@ DEFAULTS: dict[str, Any] = {
     "reader_config": {"d_model": 128, "num_layers": 2, "num_heads": 4, "dropout": 0.1, "tokenizer": "default",
                       "text_maxlength": 200, "answer_maxlength": 32},
     "index": None,  # index folder or NAME[@VERSION]
-    "corpus": None,  # or: passages to index with the retriever (FAISS), when no index is given
+    # or: passages to index with the retriever (FAISS), when no index is given. A path, or a list
+    # of paths and/or {path, format} entries (concatenated; ids must be unique across them).
+    "corpus": None,
     "corpus_format": "auto",  # any load_passages format, or "squad" (paragraphs of SQuAD json files)
+    "corpus_limit": None,  # index only the first N passages (smoke runs)
     "factory": "Flat",
-    "data": {"train": None, "eval": None, "format": "qa", "shots": None, "eval_limit": None, "seed": 0},
+    "task": None,  # qa | mc | kilt; None = read off the examples (atlas_kit.evaluation.task_of)
+    "data": {
+        "train": None, "eval": None,
+        "format": "qa",  # qa | squad | mmlu | kilt | fever (see load_examples)
+        "loader_options": {},  # keyword arguments for the loader (e.g. mmlu: {limit_per_subject: 20})
+        "shots": None,  # sample this many training examples (seeded); None = all
+        "eval_limit": None,  # first N eval examples (per group with group_by)
+        "seed": 0,
+        "group_by": None,  # "subject": one model per subject (MMLU 5-shot), metrics over all groups
+        "train_permutations": None,  # "cyclic": multiple-choice training on every cyclic option order
+    },
     "train": {},  # TrainConfig fields
+    "eval": {"debias": True, "retrieval_ks": [1, 5, 20, 100]},
     "output_dir": None,  # default runs/<name>
-    "smoke": {"shots": 8, "eval_limit": 8, "train": {"steps": 2, "eval_every": 0, "save_every": 0}},
+    "smoke": {"shots": 8, "eval_limit": 8, "corpus_limit": 100, "max_groups": 2,
+              "train": {"steps": 2, "eval_every": 0, "save_every": 0}},
 }
-
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
@@ -73,6 +88,7 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
         recipe["data"]["shots"] = min(recipe["data"]["shots"] or s["shots"], s["shots"])
         recipe["data"]["eval_limit"] = min(recipe["data"]["eval_limit"] or s["eval_limit"], s["eval_limit"])
         recipe["train"] = _merge(recipe["train"], s["train"])
+        recipe["corpus_limit"] = min(recipe["corpus_limit"] or s["corpus_limit"], s["corpus_limit"])
         recipe["name"] += "-smoke"
     return recipe
 
@@ -97,20 +113,82 @@ def apply_overrides(recipe: dict[str, Any], overrides: list[str]) -> dict[str, A
     return out
 
 
-def load_examples(path: str | os.PathLike, fmt: str = "qa") -> list:
-    """Task examples for a recipe: ``qa`` jsonl or ``squad`` json."""
-    from atlas_kit.tasks import load_qa, load_squad
+FORMATS = ("qa", "squad", "mmlu", "kilt", "fever")
 
-    if fmt == "qa":
-        return load_qa(path)
-    if fmt == "squad":
-        return load_squad(path)
-    raise ValueError(f"unknown data format {fmt!r} (known: qa, squad)")
+
+def load_examples(path: str | os.PathLike, fmt: str = "qa", **options: Any) -> list:
+    """Task examples for a recipe, by local path or ``hf:DATASET[:SPLIT]`` (a ``datasets`` name).
+
+    ``qa`` (NQ-open / TriviaQA / Atlas / FlashRAG jsonl), ``squad`` (SQuAD json), ``mmlu`` (a
+    folder of ``<subject>_<split>.csv`` or one csv), ``kilt`` (any KILT task's jsonl), ``fever``
+    (FEVER's original jsonl, or KILT's). A missing file is an error that says what to put where.
+    """
+    from atlas_kit.tasks import load_qa, load_squad
+    from atlas_kit.tasks.fever import load_fever
+    from atlas_kit.tasks.kilt import load_kilt
+    from atlas_kit.tasks.mmlu import load_mmlu
+
+    loaders = {"qa": load_qa, "squad": load_squad, "mmlu": load_mmlu, "kilt": load_kilt, "fever": load_fever}
+    if fmt not in loaders:
+        raise ValueError(f"unknown data format {fmt!r} (known: {', '.join(FORMATS)})")
+    text = str(path)
+    if text.startswith("hf:"):
+        return _load_hf(text, fmt, loaders[fmt], options)
+    if not Path(text).exists():
+        raise FileNotFoundError(
+            f"data file {text} not found (format {fmt!r}). Put the file there, or point the recipe at it "
+            f"with data.train=PATH / data.eval=PATH (a local path or hf:DATASET[:SPLIT]); nothing is "
+            "downloaded at run time.")
+    return loaders[fmt](text, **options)
+
+
+def _load_hf(spec: str, fmt: str, loader: Any, options: dict[str, Any]) -> list:
+    """``hf:NAME[:SPLIT]`` through ``datasets`` (cached or local datasets only when offline)."""
+    if fmt in ("mmlu", "squad"):
+        raise ValueError(f"{spec}: format {fmt!r} reads local files only (export the dataset to files first)")
+    import tempfile
+
+    import datasets
+
+    name, _, split = spec[3:].partition(":")
+    try:
+        ds = datasets.load_dataset(name, split=split or "train")
+    except Exception as e:  # offline, unknown name...: say what was asked for
+        raise FileNotFoundError(f"{spec}: could not load dataset {name!r} split {split or 'train'!r} ({e})") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{name.replace('/', '_')}-{split or 'train'}.jsonl"
+        ds.to_json(str(path), lines=True)
+        return loader(path, **options)
+
+
+def load_corpus(spec: Any, default_format: str = "auto", limit: int | None = None):
+    """Passages of one or several sources (path, or ``{path, format}``), concatenated."""
+    from atlas_kit import load_passages
+    from atlas_kit.tasks import squad_open
+
+    entries = spec if isinstance(spec, list) else [spec]
+    corpus = None
+    squad_paths = [e for e in entries if isinstance(e, str) and default_format == "squad"]
+    if squad_paths:
+        corpus = squad_open(*squad_paths)[0]
+    for entry in entries:
+        if isinstance(entry, str) and default_format == "squad":
+            continue
+        path, fmt = (entry, default_format) if isinstance(entry, str) else (entry["path"], entry.get("format", "auto"))
+        if not Path(path).exists():
+            raise FileNotFoundError(f"corpus file {path} not found (point the recipe's corpus at it)")
+        part = squad_open(path)[0] if fmt == "squad" else load_passages(path, format=fmt)
+        corpus = part if corpus is None else corpus.concat(part)
+    if corpus is None:
+        raise ValueError("empty corpus specification")
+    if limit is not None and len(corpus) > int(limit):
+        corpus = corpus.select(list(range(int(limit))))
+    return corpus
 
 
 def build_atlas(recipe: dict[str, Any], texts_for_tokenizer: list[str] | None = None):
     """Retriever, reader and index as the recipe says."""
-    from atlas_kit import Atlas, Reader, Retriever, load_passages
+    from atlas_kit import Atlas, Reader, Retriever
     from atlas_kit.index import FaissIndex, load_index
     from atlas_kit.index.store import resolve_index_path
 
@@ -129,49 +207,128 @@ def build_atlas(recipe: dict[str, Any], texts_for_tokenizer: list[str] | None = 
     if recipe["index"]:
         index = load_index(resolve_index_path(recipe["index"]), retriever=retriever)
     elif recipe["corpus"]:
-        corpus = recipe["corpus"]
-        if recipe["corpus_format"] == "squad":
-            from atlas_kit.tasks import squad_open
-
-            passages = squad_open(*([corpus] if isinstance(corpus, str) else corpus))[0]
-        else:
-            passages = load_passages(corpus, format=recipe["corpus_format"])
+        passages = load_corpus(recipe["corpus"], recipe["corpus_format"], recipe.get("corpus_limit"))
         index = FaissIndex.build(passages, retriever, factory=recipe["factory"])
     else:
         raise ValueError("the recipe names neither an index nor a corpus to index")
     return Atlas(retriever, reader, index)
 
 
-def run_recipe(recipe: dict[str, Any], evaluate_only: bool = False, checkpoint: str | None = None) -> dict[str, Any]:
-    """Train (unless ``evaluate_only``) and evaluate; everything lands in the run folder."""
+def _sample_shots(recipe: dict[str, Any], train: list, evals: list, out: Path) -> tuple[list, list]:
+    """Seeded few-shot sample (ids written to the run folder); when train and eval data are the
+    same file, the sampled examples are removed from the evaluation set."""
+    data = recipe["data"]
+    if data["shots"] and train:
+        rng = random.Random(data.get("seed", 0))
+        train = rng.sample(train, min(int(data["shots"]), len(train)))
+    if train:
+        atomic_write_text(out / "few_shot_ids.txt", "".join(f"{e.id}\n" for e in train))
+    if train and evals and data["train"] == data["eval"]:
+        taken = {e.id for e in train}
+        before = len(evals)
+        evals = [e for e in evals if e.id not in taken]
+        log.info("train and eval data are the same file: %d training examples left out of evaluation",
+                 before - len(evals))
+    return train, evals
+
+
+def _groups(recipe: dict[str, Any], train: list, evals: list, smoke: bool) -> list[tuple[str | None, list, list]]:
+    """``[(group, train, eval)]``: one group unless ``data.group_by`` names an example attribute."""
+    key, limit = recipe["data"]["group_by"], recipe["data"]["eval_limit"]
+    if not key:
+        return [(None, train, evals[: int(limit)] if limit else evals)]
+    names = list(dict.fromkeys(getattr(e, key) for e in evals))
+    if smoke:
+        names = names[: int(recipe["smoke"]["max_groups"])]
+    out = []
+    for name in names:
+        ev = [e for e in evals if getattr(e, key) == name]
+        out.append((name, [e for e in train if getattr(e, key) == name], ev[: int(limit)] if limit else ev))
+    return out
+
+
+def run_recipe(recipe: dict[str, Any], evaluate_only: bool = False, checkpoint: str | None = None,
+               retrieval_only: bool = False) -> dict[str, Any]:
+    """Train (unless ``evaluate_only``) and evaluate; everything lands in the run folder.
+
+    With ``data.group_by`` (MMLU 5-shot: ``subject``) every group trains its own model from the
+    same starting weights and is evaluated on its own examples; the run's metrics are computed over
+    all groups' predictions. ``retrieval_only`` skips the reader: recall@k / R-Precision only.
+    """
+    from atlas_kit.evaluation import Evaluation, evaluate, evaluate_retrieval, write_report
     from atlas_kit.train import TrainConfig, Trainer
 
     data = recipe["data"]
     out = Path(recipe["output_dir"] or Path("runs") / recipe["name"])
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "recipe.json", recipe)
-    train = load_examples(data["train"], data["format"]) if data["train"] and not evaluate_only else []
-    evals = load_examples(data["eval"], data["format"]) if data["eval"] else []
-    if data["shots"] and train:
-        rng = random.Random(data.get("seed", 0))
-        train = rng.sample(train, min(int(data["shots"]), len(train)))
-        atomic_write_text(out / "few_shot_ids.txt", "".join(f"{e.id}\n" for e in train))
-    if data["eval_limit"]:
-        evals = evals[: int(data["eval_limit"])]
+    opts = dict(data.get("loader_options") or {})
+    train = (load_examples(data["train"], data["format"], **opts)
+             if data["train"] and not (evaluate_only or retrieval_only) else [])
+    evals = load_examples(data["eval"], data["format"], **opts) if data["eval"] else []
+    train, evals = _sample_shots(recipe, train, evals, out)
+    if data.get("train_permutations") == "cyclic":
+        from atlas_kit.multiple_choice import cyclic_permutations
+
+        train = [p for e in train for p in cyclic_permutations(e)]
+    elif data.get("train_permutations") not in (None, "none", "single"):
+        raise ValueError(f"data.train_permutations must be cyclic, single or none, got {data['train_permutations']!r}")
+    groups = _groups(recipe, train, evals, smoke=recipe["name"].endswith("-smoke"))
+    evals = [e for _, _, ev in groups for e in ev]
+    if not evals and not train:
+        raise ValueError("the recipe has neither training nor evaluation examples (data.train / data.eval)")
     texts = [e.question + " " + " ".join(e.answers) for e in train + evals]
     atlas = build_atlas(recipe, texts)
+    if retrieval_only:
+        result = evaluate_retrieval(atlas, evals, ks=recipe["eval"]["retrieval_ks"], task=recipe["task"])
+        write_report(out, result, title=f"{recipe['name']} (retrieval only)")
+        return result.metrics
     if checkpoint:
         from atlas_kit import Atlas
 
         loaded = Atlas.from_pretrained(checkpoint, index=atlas.index, allow_mismatch=True)
         atlas.retriever, atlas.reader = loaded.retriever, loaded.reader
-    cfg = TrainConfig.from_dict({**recipe["train"], "output_dir": str(out)})
-    trainer = Trainer(atlas, cfg)
-    if train:
-        metrics = trainer.fit(train, evals or None)
-        atlas.save_pretrained(out / "model")
-    else:
-        metrics = trainer.evaluate(evals, write=True) if evals else {}
-        atomic_write_json(out / "metrics.json", metrics)
+    cfg_values = {**recipe["train"], "output_dir": str(out), "task": recipe["task"]}
+    if len(groups) == 1:
+        trainer = Trainer(atlas, TrainConfig.from_dict(cfg_values))
+        if train:
+            metrics = trainer.fit(train, evals or None)
+            atlas.save_pretrained(out / "model")
+        else:
+            metrics = {"step": 0, **trainer.evaluate(evals, write=True)} if evals else {}
+        log.info("run folder: %s", out)
+        return metrics
+
+    # every group starts from the same modules (training may untie or freeze parts of them)
+    start_reader, start_retriever = atlas.reader, atlas.retriever
+    records: list[dict[str, Any]] = []
+    task = recipe["task"]
+    for name, tr, ev in groups:
+        atlas.reader, atlas.retriever = copy.deepcopy(start_reader), copy.deepcopy(start_retriever)
+        gdir = out / "groups" / str(name)
+        trainer = Trainer(atlas, TrainConfig.from_dict({**cfg_values, "output_dir": str(gdir)}))
+        if tr:
+            trainer.fit(tr, None)
+        result = evaluate(atlas, ev, k=trainer.cfg.n_context, batch_size=trainer.cfg.eval_batch_size, task=task)
+        write_report(gdir, result, title=f"{recipe['name']}: {name}", extra={"step": trainer.step})
+        records += result.records
+        task = result.task
+    metrics = _combine(task, records)
+    combined = Evaluation(task, {"step": int(recipe["train"].get("steps", 0)) if train else 0, "groups": len(groups),
+                                 **metrics}, records)
+    write_report(out, combined, title=f"{recipe['name']} ({len(groups)} groups, one model each)")
     log.info("run folder: %s", out)
+    return combined.metrics
+
+
+def _combine(task: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Metrics over the records of several groups (each evaluated on its own examples)."""
+    if task == "mc":
+        from atlas_kit.multiple_choice import summarize_records
+
+        return summarize_records(records)
+    from atlas_kit.metrics import qa_scores
+
+    metrics = qa_scores([r["prediction"] for r in records], [r["gold"] for r in records])
+    metrics["n"] = len(records)
     return metrics

@@ -145,6 +145,40 @@ class Retriever(torch.nn.Module):
         return retriever
 
     @classmethod
+    def from_config(
+        cls,
+        tokenizer: Any = None,
+        *,
+        hidden_size: int = 128,
+        num_layers: int = 2,
+        num_heads: int = 2,
+        normalize: bool = True,
+        pooling: str = "mean",
+        max_length: int = 128,
+        seed: int = 0,
+        name: str | None = None,
+    ) -> "Retriever":
+        """An untrained BERT retriever built from a config (random weights, seeded).
+
+        Why: a retriever that starts weak is how one shows that the reader's signal alone can teach
+        retrieval (``eval/learning.py``), and tiny ones keep tests fast. ``tokenizer`` defaults to
+        the bundled MiniLM WordPiece tokenizer. Normalised by default: with random weights the
+        unnormalised inner product is dominated by vector norms and ranks almost at random.
+        """
+        from transformers import BertConfig, BertModel
+
+        if tokenizer is None:
+            tokenizer = AutoTokenizer.from_pretrained(default_retriever_path())
+        torch.manual_seed(seed)
+        config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_layers,
+                            num_attention_heads=num_heads, intermediate_size=4 * hidden_size,
+                            max_position_embeddings=max(512, max_length),
+                            pad_token_id=tokenizer.pad_token_id or 0)
+        model = BertModel(config).eval()
+        return cls(model, tokenizer, pooling=pooling, normalize=normalize, query_maxlength=max_length,
+                   passage_maxlength=max_length, name=name or f"bert-{num_layers}x{hidden_size}-seed{seed}")
+
+    @classmethod
     def default(cls, device: str | torch.device | None = None) -> "Retriever":
         """The bundled all-MiniLM-L6-v2 (BERT, mean pooling, normalised, 384-d)."""
         return cls.from_pretrained(None, device=device)

@@ -25,3 +25,16 @@ def test_recall_at_k():
     assert recall_at_k(retrieved, gold, ks=(1, 3)) == {"R@1": pytest.approx(100 / 3), "R@3": pytest.approx(200 / 3)}
     with pytest.raises(ValueError):
         recall_at_k(retrieved, gold[:2])
+
+
+def test_has_answer_and_answer_recall():
+    from atlas_kit.metrics import answer_recall_at_k, has_answer
+
+    assert has_answer("The capital is Port Blim, a city.", ["port blim"])
+    assert not has_answer("The capital is Port Blimey.", ["Port Blim"])  # whole words only
+    assert not has_answer("anything", [""])
+    texts = [["no", "here: Blim"], ["Blim first", "x"], ["a", "b"]]
+    got = answer_recall_at_k(texts, [["Blim"], ["Blim"], ["Blim"]], ks=(1, 2))
+    assert got == {"AR@1": pytest.approx(100 / 3), "AR@2": pytest.approx(200 / 3)}
+    with pytest.raises(ValueError):
+        answer_recall_at_k(texts, [["x"]])

@@ -107,3 +107,16 @@ def test_plain_hf_folder_loads_unnormalized(tmp_path, tiny_retriever):
     assert r.fingerprint() == tiny_retriever.fingerprint()
     with pytest.raises(ValueError):
         Retriever(r.query_encoder, r.tokenizer, pooling="max")
+
+
+def test_from_config_builds_a_seeded_untrained_retriever():
+    from atlas_kit.retriever import Retriever
+
+    a = Retriever.from_config(hidden_size=32, num_layers=1, num_heads=2, seed=3)
+    b = Retriever.from_config(hidden_size=32, num_layers=1, num_heads=2, seed=3)
+    c = Retriever.from_config(hidden_size=32, num_layers=1, num_heads=2, seed=4)
+    assert a.dim == 32 and a.normalize and a.pooling == "mean"
+    assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+    e = a.encode_queries(["who governs Rykata?", "where does Grohith begin?"])
+    assert e.shape == (2, 32)
+    assert abs(float((e[0] ** 2).sum()) - 1.0) < 1e-5

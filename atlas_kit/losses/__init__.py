@@ -18,6 +18,7 @@ pdist     mean per-token log-lik of the answer, passage i alone  same KL
 loop      mean per-token NLL of the answer without passage i     same KL
 emdr2     log p(answer | q, passage i), summed over tokens       −mean_b log Σ_i softmax(s/τs)_i · exp(g_i)
 none      (unused, may be None)                                  0 (retriever frozen)
+gold      1 if passage i is a labelled gold passage, else 0     −mean_b log Σ_{i gold} softmax(s/τs)_i
 ========  =====================================================  ==========================================
 
 Defaults τs = τg = 0.01 as in Atlas (its MMLU recipes use 0.1). The KL is averaged over the batch
@@ -31,12 +32,13 @@ import torch
 
 from atlas_kit.losses.adist import adist_loss
 from atlas_kit.losses.emdr2 import emdr2_loss
+from atlas_kit.losses.gold import gold_loss
 from atlas_kit.losses.kl import check_inputs, distillation_kl
 from atlas_kit.losses.loop import loop_loss
 from atlas_kit.losses.none import none_loss
 from atlas_kit.losses.pdist import pdist_loss
 
-__all__ = ["retriever_loss", "LOSSES", "adist_loss", "emdr2_loss", "pdist_loss", "loop_loss", "none_loss",
+__all__ = ["retriever_loss", "LOSSES", "adist_loss", "emdr2_loss", "pdist_loss", "loop_loss", "none_loss", "gold_loss",
            "distillation_kl"]
 
 LOSSES: dict[str, Callable[..., torch.Tensor]] = {
@@ -45,12 +47,13 @@ LOSSES: dict[str, Callable[..., torch.Tensor]] = {
     "pdist": pdist_loss,
     "loop": loop_loss,
     "none": none_loss,
+    "gold": gold_loss,
 }
 
 
 def retriever_loss(name: str, retriever_scores: torch.Tensor, reader_scores: torch.Tensor | None,
                    temperature_score: float = 0.01, temperature_gold: float = 0.01) -> torch.Tensor:
-    """The named objective (``adist``, ``emdr2``, ``pdist``, ``loop`` or ``none``) as a scalar.
+    """The named objective (``adist``, ``emdr2``, ``pdist``, ``loop``, ``gold`` or ``none``) as a scalar.
 
     Raises ``ValueError`` for an unknown name (listing the known ones), for scores that are not
     both [batch, k] (or empty), for non-positive temperatures, and when an objective other than

@@ -16,7 +16,8 @@ class TrainConfig:
     """Everything a few-shot run needs; defaults follow Atlas where it has one.
 
     ``n_context`` passages go to the reader; ``retriever_loss`` picks the objective that teaches
-    the retriever from the reader (``none`` freezes it). ``refresh`` says how the index keeps up
+    the retriever from the reader (``none`` freezes it; ``gold`` trains it on labelled gold
+    passages instead, the supervised upper bound). ``refresh`` says how the index keeps up
     with a changing passage encoder: ``reindex`` re-embeds the corpus on ``refresh_schedule``
     (Atlas syntax ``"0-100:10,100-1000:500"``: every 10 steps until 100, then every 500),
     ``query_side`` unties the encoders and freezes the passage side, ``rerank`` retrieves
@@ -36,12 +37,14 @@ class TrainConfig:
     retriever_loss: str = "pdist"
     temperature_score: float = 0.01
     temperature_gold: float = 0.01
+    signal_options: dict[str, Any] = field(default_factory=dict)  # kwargs for the reader signal, e.g. {"normalize": true} (adist)
     refresh: str = "none"
     refresh_schedule: str = "0-1000000:500"
     rerank_candidates: int = 20
     eval_every: int = 0
     save_every: int = 0
     eval_batch_size: int = 16
+    task: str | None = None  # evaluation task (qa | mc | kilt); None = read off the examples
     amp: str | None = None  # "bf16" / "fp16" on CUDA; ignored on CPU
     gradient_checkpointing: bool = False
     seed: int = 0

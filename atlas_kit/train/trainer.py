@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from atlas_kit.api import Atlas
 from atlas_kit.index.faiss_index import FaissIndex
 from atlas_kit.losses import retriever_loss
-from atlas_kit.metrics import qa_scores, recall_at_k
+from atlas_kit.evaluation import evaluate, write_report
 from atlas_kit.reader_signals import reader_signal
 from atlas_kit.retriever import autocast_context
 from atlas_kit.storage import atomic_dir, atomic_write_json, atomic_write_text, read_json
@@ -54,6 +54,31 @@ def _lr_lambda(cfg: TrainConfig):
     return f
 
 
+def _init_distributed() -> tuple[int, int]:
+    """(rank, world size). Under ``torchrun`` / ``accelerate launch`` (``WORLD_SIZE`` > 1) the
+    process group is initialised here if the launcher has not done it: NCCL on GPUs, Gloo on CPU."""
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        return 0, 1
+    if not dist.is_initialized():
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            return 0, 1
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def gold_indicator(batch: Sequence[QAExample], passages: list[list[Any]]) -> torch.Tensor:
+    """[B, k] 1.0 where a retrieved passage is one of the example's ``gold_ids`` (the ``gold``
+    objective: supervised retriever training, the upper bound for the reader-signal objectives)."""
+    missing = [e.id for e in batch if not e.gold_ids]
+    if missing:
+        raise ValueError(f"retriever_loss='gold' needs gold passage ids; example {missing[0]!r} has none")
+    return torch.tensor([[1.0 if p.id in set(e.gold_ids) else 0.0 for p in ps] for e, ps in zip(batch, passages)])
+
+
 class Trainer:
     """Fits ``atlas.reader`` (and ``atlas.retriever`` unless the objective is ``none``).
 
@@ -65,6 +90,11 @@ class Trainer:
             raise ValueError("training needs an Atlas with a reader")
         self.atlas = atlas
         self.cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config or {}))
+        self.rank, self.world_size = _init_distributed()
+        if self.world_size > 1 and torch.cuda.is_available():
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            atlas.reader.to(device)
+            atlas.retriever.to(device)
         self.reader = atlas.reader
         self.retriever = atlas.retriever
         self.step = 0
@@ -86,14 +116,19 @@ class Trainer:
                 p.requires_grad_(False)
         self.optimizer = torch.optim.AdamW(groups, weight_decay=self.cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(self.cfg))
-        self.out = Path(self.cfg.output_dir) if self.cfg.output_dir else None
+        # rank 0 alone writes the run folder, evaluates and checkpoints
+        self.out = Path(self.cfg.output_dir) if self.cfg.output_dir and self.rank == 0 else None
+        if self.world_size > 1:
+            self._broadcast_parameters()
         self._tb = None
 
     # ------------------------------------------------------------------ data order
     def _batch(self, examples: Sequence[QAExample], step: int, micro: int) -> list[QAExample]:
         """Examples of micro-batch ``micro`` of optimizer step ``step``: a pure function of the seed."""
-        per_step = self.cfg.batch_size * self.cfg.accumulation
-        start = (step * per_step + micro * self.cfg.batch_size)
+        # global micro-batch number: ranks take consecutive slices, so N ranks x batch b see the
+        # same examples per step as one process with batch N*b
+        g = (step * self.cfg.accumulation + micro) * self.world_size + self.rank
+        start = g * self.cfg.batch_size
         epoch, offset = divmod(start, len(examples))
         out = []
         while len(out) < self.cfg.batch_size:
@@ -151,7 +186,11 @@ class Trainer:
                 r_loss = self.reader.loss(questions, passages, answers)
                 loss = r_loss
                 if self.cfg.trains_retriever:
-                    gold = reader_signal(self.cfg.retriever_loss, self.reader, questions, passages, answers)
+                    if self.cfg.retriever_loss == "gold":
+                        gold = gold_indicator(batch, passages)
+                    else:
+                        gold = reader_signal(self.cfg.retriever_loss, self.reader, questions, passages, answers,
+                                             **self.cfg.signal_options)
                     scores = self.retriever_scores(questions, passages)
                     ret_loss = retriever_loss(self.cfg.retriever_loss, scores.float(), gold.to(scores.device).float(),
                                               temperature_score=self.cfg.temperature_score,
@@ -161,6 +200,9 @@ class Trainer:
             (loss / self.cfg.accumulation).backward()
             logs["reader_loss"] += r_loss.item() / self.cfg.accumulation
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        if self.world_size > 1:
+            self._average_gradients(params)
+            logs = self._average_logs(logs)
         logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.clip_norm))
         self.optimizer.step()
         self.scheduler.step()
@@ -170,6 +212,45 @@ class Trainer:
             self.reindex()
             logs["reindexed"] = 1.0
         return logs
+
+    # ------------------------------------------------------------------ distributed
+    def _broadcast_parameters(self) -> None:
+        """Every rank starts from rank 0's weights (random inits may differ between processes)."""
+        import torch.distributed as dist
+
+        for module in (self.reader, self.retriever):
+            for t in module.state_dict().values():
+                dist.broadcast(t, src=0)
+
+    def _average_gradients(self, params: list[torch.nn.Parameter]) -> None:
+        """All-reduce (mean) of the gradients in one flat buffer per device and dtype. Explicit
+        rather than ``DistributedDataParallel`` wrapping, because one step runs several custom
+        forwards (FiD reader, reader signal, query and passage encoders) through different modules."""
+        import torch.distributed as dist
+
+        buckets: dict[tuple[Any, Any], list[torch.nn.Parameter]] = {}
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            buckets.setdefault((p.grad.device, p.grad.dtype), []).append(p)
+        for group in buckets.values():
+            flat = torch.cat([p.grad.reshape(-1) for p in group])
+            dist.all_reduce(flat)
+            flat /= self.world_size
+            offset = 0
+            for p in group:
+                n = p.grad.numel()
+                p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
+                offset += n
+
+    def _average_logs(self, logs: dict[str, float]) -> dict[str, float]:
+        import torch.distributed as dist
+
+        keys = sorted(logs)
+        t = torch.tensor([float(logs[k]) for k in keys], dtype=torch.float64,
+                         device=next(self.reader.parameters()).device)
+        dist.all_reduce(t)
+        return {k: float(v) / self.world_size for k, v in zip(keys, t.tolist())}
 
     def reindex(self) -> None:
         """Re-embed the whole corpus with the current passage encoder and hot-swap the index."""
@@ -188,21 +269,14 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self, examples: Sequence[QAExample], write: bool = False) -> dict[str, Any]:
-        """EM/F1 of generated answers; recall@k when examples carry gold passage ids."""
-        questions = [e.question for e in examples]
-        hits = self.atlas.retrieve(questions, k=self.cfg.n_context)
-        preds = self.reader.generate(questions, [list(h) for h in hits], batch_size=self.cfg.eval_batch_size)
-        metrics: dict[str, Any] = qa_scores(preds, [e.answers for e in examples])
-        if all(e.gold_ids for e in examples):
-            ks = sorted({1, min(5, self.cfg.n_context), self.cfg.n_context})
-            metrics.update(recall_at_k([h.ids for h in hits], [e.gold_ids for e in examples], ks=ks))
-        metrics["n"] = len(examples)
+        """The task's metrics on ``examples`` (see :mod:`atlas_kit.evaluation`: EM/F1 and recall@k
+        for QA, accuracy by generation/likelihood/de-biased for multiple choice, KILT scores);
+        ``write`` also leaves the report (predictions, tables, plots) in the run folder."""
+        result = evaluate(self.atlas, examples, k=self.cfg.n_context, batch_size=self.cfg.eval_batch_size,
+                          task=self.cfg.task)
         if write and self.out is not None:
-            atomic_write_text(self.out / "predictions.jsonl", "".join(
-                json.dumps({"id": e.id, "question": e.question, "prediction": p, "gold": e.answers,
-                            "passages": [{"id": x.id, "score": x.score} for x in h]}) + "\n"
-                for e, p, h in zip(examples, preds, hits)))
-        return metrics
+            write_report(self.out, result, title=f"{self.out.name}: step {self.step}", extra={"step": self.step})
+        return result.metrics
 
     # ------------------------------------------------------------------ loop
     def fit(self, train: Sequence[QAExample], eval_examples: Sequence[QAExample] | None = None,
@@ -215,11 +289,11 @@ class Trainer:
         if self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.out / "config.json", self.cfg.to_dict())
-        bar = tqdm(total=self.cfg.steps, initial=self.step, desc="train", disable=show_progress is False)
+        bar = tqdm(total=self.cfg.steps, initial=self.step, desc="train", disable=show_progress is False or self.rank != 0)
         while self.step < self.cfg.steps:
             logs = self.train_step(train)
             logs["step"] = self.step
-            if self.cfg.eval_every and eval_examples and self.step % self.cfg.eval_every == 0:
+            if self.cfg.eval_every and eval_examples and self.rank == 0 and self.step % self.cfg.eval_every == 0:
                 logs.update({f"eval_{k}": v for k, v in self.evaluate(eval_examples).items()})
             self.history.append(logs)
             self._log(logs)
@@ -229,10 +303,11 @@ class Trainer:
             bar.set_postfix(loss=f"{logs['reader_loss']:.3f}")
         bar.close()
         final: dict[str, Any] = {"step": self.step}
-        if eval_examples:
+        if eval_examples and self.rank == 0:
             final.update(self.evaluate(eval_examples, write=True))
         if self.out is not None:
-            atomic_write_json(self.out / "metrics.json", final)
+            if not eval_examples:
+                atomic_write_json(self.out / "metrics.json", final)
             self._plot()
             if self._tb is not None:
                 self._tb.close()

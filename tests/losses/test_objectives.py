@@ -112,6 +112,8 @@ def test_adist_pdist_loop_differ_only_by_the_target(scores):
 @pytest.mark.parametrize("name", list(LOSSES))
 def test_gradient_flows_into_retriever_scores_only(scores, name):
     s, g = scores
+    if name == "gold":  # a 0/1 label per passage
+        g = (g == g.max(dim=-1, keepdim=True).values).to(g.dtype)
     s = s.clone().requires_grad_(True)
     g = g.clone().requires_grad_(True)
     retriever_loss(name, s, g, temperature_score=1.0, temperature_gold=1.0).backward()
@@ -238,7 +240,7 @@ def test_unknown_name_lists_the_known_ones():
         retriever_loss("kl", torch.zeros(1, 2), torch.zeros(1, 2))
     for name in ("adist", "emdr2", "pdist", "loop", "none"):
         assert name in str(err.value)
-    assert set(LOSSES) == {"adist", "emdr2", "pdist", "loop", "none"}
+    assert set(LOSSES) == {"adist", "emdr2", "pdist", "loop", "none", "gold"}
 
 
 @pytest.mark.parametrize("name", TRAINED)
@@ -260,3 +262,25 @@ def test_missing_reader_scores_and_bad_temperatures(name):
     if name != "emdr2":
         with pytest.raises(ValueError, match="temperature_gold"):
             retriever_loss(name, torch.zeros(1, 2), torch.zeros(1, 2), temperature_gold=-1.0)
+
+
+# ----------------------------------------------------------------------------- gold (supervised)
+def test_gold_loss_is_cross_entropy_over_gold_passages():
+    s = torch.tensor([[1.0, 2.0, 0.5], [0.3, 0.1, 0.2], [2.0, 1.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    gold = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    ts = 0.5
+    got = retriever_loss("gold", s, gold, temperature_score=ts)
+    q0, q1 = softmax([1.0, 2.0, 0.5], ts), softmax([0.3, 0.1, 0.2], ts)
+    # row 2 has no gold passage among its candidates: left out of the mean
+    expected = (-math.log(q0[1]) - math.log(q1[0] + q1[2])) / 2
+    assert got.item() == pytest.approx(expected, rel=1e-9)
+    got.backward()
+    assert torch.all(s.grad[2] == 0)
+
+
+def test_gold_loss_without_any_label_is_zero_with_a_graph():
+    s = torch.randn(2, 3, requires_grad=True)
+    loss = retriever_loss("gold", s, torch.zeros(2, 3))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.all(s.grad == 0)

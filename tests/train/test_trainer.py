@@ -117,3 +117,15 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
     for a, b in ((atlas.reader, atlas2.reader), (atlas.retriever, atlas2.retriever)):
         sa, sb = a.state_dict(), b.state_dict()
         assert all(torch.allclose(sa[k], sb[k], atol=1e-6) for k in sa)
+
+
+def test_gold_objective_trains_the_retriever_from_passage_labels():
+    atlas, examples = make_setup()
+    before = params(atlas.retriever.query_encoder)
+    trainer = Trainer(atlas, TrainConfig(steps=2, batch_size=4, n_context=3, retriever_loss="gold", retriever_lr=1e-3,
+                                         tensorboard=False))
+    trainer.fit(examples, show_progress=False)
+    assert any(not torch.equal(before[k], v) for k, v in params(atlas.retriever.query_encoder).items())
+    unlabelled = [QAExample(e.id, e.question, e.answers) for e in examples]
+    with pytest.raises(ValueError, match="needs gold passage ids"):
+        Trainer(atlas, TrainConfig(steps=1, batch_size=2, n_context=2, retriever_loss="gold")).fit(unlabelled, show_progress=False)

@@ -1,0 +1,184 @@
+"""Learning benchmark: does the reader's signal alone teach a weak retriever? (issue 4)
+
+Setup (all seeded, CPU, minutes):
+
+* a generated world with one passage per fact, all four passages of an entity titled with its name,
+  and every question *paraphrased* ("Who governs Rykata?" for "The leader of Rykata is Lord Vex."),
+  so matching the entity name is easy but picking the right one of its four passages is not;
+* a retriever that starts weak: a 2-layer BERT built from a config (random weights): its ranking
+  finds the entity but picks among its passages at chance (R@1 ~ 25%);
+* a small FiD reader built from a config, warmed up first (gold passage, then top-k retrieved ones):
+  it stands in for Atlas's pre-trained reader - the retriever never sees a label during warm-up,
+  and every run below starts from the same warm reader and the same weak retriever;
+* then joint training with each objective (adist, emdr2, pdist, loop), with ``none`` (reader only,
+  retriever frozen) and with ``gold`` (retriever trained on labelled gold passages: the upper bound).
+  The index is re-embedded every ``--reindex-every`` steps (``refresh=reindex``).
+
+Reports R@1 / R@k / EM on held-out test questions (entities never seen in training) before and after,
+per objective, as a table, ``eval/results/learning.json`` and ``eval/results/learning.png``.
+
+    python eval/learning.py            # full run
+    python eval/learning.py --quick    # a smaller world and fewer steps (a smoke run)
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import time
+from typing import Any
+
+import _common  # noqa: F401  (sys.path, offline env)
+import numpy as np
+import torch
+
+from atlas_kit import Atlas
+from atlas_kit.demo import train_reader_curriculum
+from atlas_kit.index import FaissIndex
+from atlas_kit.metrics import qa_scores, recall_at_k
+from atlas_kit.passages import Passages
+from atlas_kit.reader import Reader
+from atlas_kit.retriever import Retriever
+from atlas_kit.tasks.qa import QAExample
+from atlas_kit.tokenization import train_word_tokenizer
+from atlas_kit.train import TrainConfig, Trainer
+from atlas_kit.world import World
+
+OBJECTIVES = ("none", "adist", "adist-norm", "emdr2", "pdist", "loop", "gold")
+
+
+def examples(questions) -> list[QAExample]:
+    return [QAExample(q.id, q.question, list(q.answers), list(q.gold_ids)) for q in questions]
+
+
+def measure(atlas: Atlas, exs: list[QAExample], k: int) -> dict[str, float]:
+    """R@1, R@k and EM (top-k passages) on ``exs`` with the atlas's live index."""
+    hits = atlas.retrieve([e.question for e in exs], k=k)
+    rec = recall_at_k([h.ids for h in hits], [e.gold_ids for e in exs], ks=(1, k))
+    preds = atlas.reader.generate([e.question for e in exs], [list(h) for h in hits], batch_size=32)
+    qa = qa_scores(preds, [e.answers for e in exs])
+    return {"R@1": rec["R@1"], f"R@{k}": rec[f"R@{k}"], "EM": qa["EM"], "F1": qa["F1"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--entities", type=int, default=400)
+    ap.add_argument("--k", type=int, default=4, help="passages per question for the reader (n_context)")
+    ap.add_argument("--warmup-steps", type=int, default=2500, help="reader warm-up steps")
+    ap.add_argument("--steps", type=int, default=400, help="joint training steps per objective")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--reader-lr", type=float, default=3e-4)
+    ap.add_argument("--retriever-lr", type=float, default=1e-3)
+    ap.add_argument("--temperature-score", type=float, default=0.01)
+    ap.add_argument("--temperature-gold", type=float, default=0.01)
+    ap.add_argument("--reindex-every", type=int, default=25)
+    ap.add_argument("--eval-every", type=int, default=50)
+    ap.add_argument("--objectives", default=",".join(OBJECTIVES),
+                    help="comma list; 'adist-norm' = adist with attention shares (normalize=True) as target")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--quick", action="store_true", help="small world, few steps (smoke run)")
+    ap.add_argument("--name", default="learning")
+    args = ap.parse_args()
+    if args.quick:
+        args.entities, args.warmup_steps, args.steps, args.eval_every = 120, 300, 40, 20
+        args.name += "-quick"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.WARNING)
+    t_all = time.perf_counter()
+    torch.manual_seed(args.seed)
+
+    world = World.generate(args.entities, seed=args.seed, granularity="fact", paraphrase=1.0, typed_values=True)
+    passages = Passages.from_records(world.passages())
+    train, dev, test = (examples(world.questions(s)) for s in ("train", "dev", "test"))
+    k = args.k
+
+    retriever = Retriever.from_config(hidden_size=128, num_layers=2, num_heads=2, seed=args.seed)
+    index = FaissIndex.build(passages, retriever, show_progress=False)
+    tokenizer = train_word_tokenizer(world.texts())
+    reader = Reader.from_config(tokenizer, d_model=128, num_layers=2, num_heads=4, dropout=0.0, seed=args.seed,
+                                text_maxlength=64, answer_maxlength=12)
+    atlas = Atlas(retriever, reader, index)
+
+    # reader warm-up (the retriever is untouched: it never sees a label)
+    t0 = time.perf_counter()
+    retrieved = atlas.retrieve([e.question for e in train], k=k)
+    gold = [passages.get(e.gold_ids[0]) for e in train]
+    train_reader_curriculum(reader, [e.question for e in train], [e.target for e in train], gold,
+                            [list(h) for h in retrieved], steps=args.warmup_steps, k=k, gold_only_fraction=0.4,
+                            gold_mix=0.3, batch_size=16, lr=1e-3, seed=args.seed)
+    warmup_s = time.perf_counter() - t0
+    before = measure(atlas, test, k)
+    print(f"after reader warm-up ({warmup_s:.0f}s): {before}")
+    warm_reader, warm_retriever = copy.deepcopy(reader.state_dict()), copy.deepcopy(retriever.state_dict())
+
+    rows: list[dict[str, Any]] = []
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for name in [o.strip() for o in args.objectives.split(",") if o.strip()]:
+        reader.load_state_dict(warm_reader)
+        retriever.load_state_dict(warm_retriever)
+        for p in retriever.parameters():  # a previous "none" run froze them
+            p.requires_grad_(True)
+        atlas = Atlas(retriever, reader, FaissIndex.build(passages, retriever, show_progress=False))
+        loss, options = (name, {}) if name != "adist-norm" else ("adist", {"normalize": True})
+        cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, n_context=k, retriever_loss=loss,
+                          signal_options=options,
+                          reader_lr=args.reader_lr, retriever_lr=args.retriever_lr if name != "none" else 0.0,
+                          temperature_score=args.temperature_score, temperature_gold=args.temperature_gold,
+                          refresh="reindex", refresh_schedule=f"0-{10**9}:{args.reindex_every}",
+                          warmup_steps=10, eval_every=args.eval_every, tensorboard=False, seed=args.seed,
+                          eval_batch_size=32)
+        trainer = Trainer(atlas, cfg)
+        t0 = time.perf_counter()
+        trainer.fit(train, dev, show_progress=True)
+        seconds = time.perf_counter() - t0
+        if name != "none":
+            trainer.reindex()  # the final index matches the final passage encoder
+        after = measure(atlas, test, k)
+        curves[name] = [(0, before["R@1"])] + [(h["step"], h["eval_R@1"]) for h in trainer.history if "eval_R@1" in h]
+        row = {"objective": name, "R@1 before": before["R@1"], "R@1 after": after["R@1"],
+               f"R@{k} before": before[f"R@{k}"], f"R@{k} after": after[f"R@{k}"],
+               "EM before": before["EM"], "EM after": after["EM"], "seconds": round(seconds, 1)}
+        rows.append(row)
+        print(row)
+
+    upper = next((r["R@1 after"] for r in rows if r["objective"] == "gold"), None)
+    for r in rows:
+        if upper:
+            r["R@1 / gold"] = round(r["R@1 after"] / upper, 3)
+    meta = {"args": vars(args), "world": {"entities": args.entities, "passages": len(passages), "train": len(train),
+                                          "dev": len(dev), "test": len(test)},
+            "warmup_seconds": round(warmup_s, 1), "before": before, "curves_dev_R@1": curves,
+            "total_seconds": round(time.perf_counter() - t_all, 1)}
+    _common.report(args.name, rows, meta, title=f"Retriever learning from the reader (test questions, k={k})")
+    plot(curves, _common.RESULTS / f"{args.name}.png", k)
+
+
+def plot(curves: dict[str, list[tuple[int, float]]], path, k: int) -> None:
+    import os
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name, pts in curves.items():
+        xs, ys = zip(*pts)
+        ax.plot(xs, ys, marker="o", ms=3, label=name, linestyle="--" if name in ("none", "gold") else "-")
+    ax.set_xlabel("joint training step")
+    ax.set_ylabel("dev R@1 (%)")
+    ax.set_title(f"Weak retriever trained from the reader's signal (k={k})")
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    main()
