@@ -299,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("recipe", help="recipes/NAME.yaml")
     train.add_argument("overrides", nargs="*", help="e.g. train.steps=200 data.shots=64 reader=PATH")
     train.add_argument("--smoke", action="store_true", help="a few examples and steps: checks the recipe runs")
+    train.add_argument("--checkpoint", default=None, help="start from a saved model folder (a run's model/)")
     train.set_defaults(func=_cmd_run_recipe)
     evaluate = sub.add_parser("evaluate", help="evaluate a recipe's model on its eval data")
     evaluate.add_argument("recipe")

@@ -1,7 +1,9 @@
-"""Metrics behind one registry: SQuAD-normalised EM/F1 and retrieval recall@k.
+"""Metrics behind one registry: SQuAD-normalised EM/F1, accuracy, answer/gold recall@k, and (via
+:func:`metric`) KILT's ROUGE-L, F1, R-Precision and page recall from :mod:`atlas_kit.provenance`.
 
-Hub-hosted ``evaluate`` metric scripts cannot load offline, so the project's metrics are plain,
-tested functions here (``evaluate``-compatible modules wrap them in :mod:`atlas_kit.metrics`).
+Hub-hosted ``evaluate`` metric scripts cannot be loaded offline, so the project's metrics are plain,
+tested functions looked up by name (``metric("rouge_l")``); task-level scoring (which metrics a task
+reports, KILT-EM, multiple-choice de-biasing) lives in :mod:`atlas_kit.evaluation`.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from collections import Counter
 from typing import Callable, Iterable, Sequence
 
 __all__ = ["normalize_answer", "exact_match", "f1_score", "accuracy", "recall_at_k", "has_answer",
-           "answer_recall_at_k", "METRICS", "qa_scores"]
+           "answer_recall_at_k", "METRICS", "metric", "qa_scores"]
 
 
 def normalize_answer(text: str) -> str:
@@ -91,3 +93,17 @@ def qa_scores(predictions: Sequence[str], answers: Sequence[Sequence[str]]) -> d
 
 METRICS: dict[str, Callable] = {"exact_match": exact_match, "f1": f1_score, "accuracy": accuracy,
                                 "has_answer": has_answer}
+
+
+def metric(name: str) -> Callable:
+    """A metric function by name: the per-example functions above, or KILT's (``kilt_f1``,
+    ``rouge_l``, ``r_precision``, ``page_recall_at_k``, ``page_success_at_k``, ``page_precision_at_k``)."""
+    if name in METRICS:
+        return METRICS[name]
+    from atlas_kit import provenance  # imported here: provenance itself builds on this module
+
+    kilt = {n: getattr(provenance, n) for n in ("kilt_f1", "kilt_exact_match", "rouge_l", "r_precision",
+                                                "page_recall_at_k", "page_success_at_k", "page_precision_at_k")}
+    if name not in kilt:
+        raise KeyError(f"unknown metric {name!r} (known: {', '.join(sorted({*METRICS, *kilt}))})")
+    return kilt[name]

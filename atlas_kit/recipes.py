@@ -187,12 +187,21 @@ def load_corpus(spec: Any, default_format: str = "auto", limit: int | None = Non
 
 
 def build_atlas(recipe: dict[str, Any], texts_for_tokenizer: list[str] | None = None):
-    """Retriever, reader and index as the recipe says."""
+    """Retriever, index and reader as the recipe says. A word-level reader tokenizer is trained on
+    ``texts_for_tokenizer`` (the task's questions and answers) plus every passage of the index, so
+    the reader can copy any corpus word."""
     from atlas_kit import Atlas, Reader, Retriever
     from atlas_kit.index import FaissIndex, load_index
     from atlas_kit.index.store import resolve_index_path
 
     retriever = Retriever.from_pretrained(recipe["retriever"])
+    if recipe["index"]:
+        index = load_index(resolve_index_path(recipe["index"]), retriever=retriever)
+    elif recipe["corpus"]:
+        passages = load_corpus(recipe["corpus"], recipe["corpus_format"], recipe.get("corpus_limit"))
+        index = FaissIndex.build(passages, retriever, factory=recipe["factory"])
+    else:
+        raise ValueError("the recipe names neither an index nor a corpus to index")
     if recipe["reader"]:
         reader = Reader.from_pretrained(recipe["reader"])
     else:
@@ -202,15 +211,12 @@ def build_atlas(recipe: dict[str, Any], texts_for_tokenizer: list[str] | None = 
         if tok_kind == "word":
             from atlas_kit.tokenization import train_word_tokenizer
 
-            tokenizer = train_word_tokenizer(texts_for_tokenizer or [])
+            corpus = getattr(index, "passages", None)
+            corpus_texts = (f"{p.title} {p.text}" for p in corpus) if corpus is not None else ()
+            tokenizer = train_word_tokenizer([*(texts_for_tokenizer or []), *corpus_texts])
+        elif tok_kind != "default":
+            raise ValueError(f"reader_config.tokenizer must be 'default' or 'word', got {tok_kind!r}")
         reader = Reader.from_config(tokenizer, **rc)
-    if recipe["index"]:
-        index = load_index(resolve_index_path(recipe["index"]), retriever=retriever)
-    elif recipe["corpus"]:
-        passages = load_corpus(recipe["corpus"], recipe["corpus_format"], recipe.get("corpus_limit"))
-        index = FaissIndex.build(passages, retriever, factory=recipe["factory"])
-    else:
-        raise ValueError("the recipe names neither an index nor a corpus to index")
     return Atlas(retriever, reader, index)
 
 
@@ -279,15 +285,15 @@ def run_recipe(recipe: dict[str, Any], evaluate_only: bool = False, checkpoint: 
         raise ValueError("the recipe has neither training nor evaluation examples (data.train / data.eval)")
     texts = [e.question + " " + " ".join(e.answers) for e in train + evals]
     atlas = build_atlas(recipe, texts)
-    if retrieval_only:
-        result = evaluate_retrieval(atlas, evals, ks=recipe["eval"]["retrieval_ks"], task=recipe["task"])
-        write_report(out, result, title=f"{recipe['name']} (retrieval only)")
-        return result.metrics
     if checkpoint:
         from atlas_kit import Atlas
 
         loaded = Atlas.from_pretrained(checkpoint, index=atlas.index, allow_mismatch=True)
         atlas.retriever, atlas.reader = loaded.retriever, loaded.reader
+    if retrieval_only:
+        result = evaluate_retrieval(atlas, evals, ks=recipe["eval"]["retrieval_ks"], task=recipe["task"])
+        write_report(out, result, title=f"{recipe['name']} (retrieval only)")
+        return result.metrics
     cfg_values = {**recipe["train"], "output_dir": str(out), "task": recipe["task"]}
     if len(groups) == 1:
         trainer = Trainer(atlas, TrainConfig.from_dict(cfg_values))

@@ -38,3 +38,13 @@ def test_has_answer_and_answer_recall():
     assert got == {"AR@1": pytest.approx(100 / 3), "AR@2": pytest.approx(200 / 3)}
     with pytest.raises(ValueError):
         answer_recall_at_k(texts, [["x"]])
+
+
+def test_metric_registry_resolves_every_name():
+    from atlas_kit.metrics import metric
+
+    assert metric("exact_match")("The Blim", ["blim"]) == 1.0
+    assert metric("rouge_l")("the cat sat", "the cat sat") == pytest.approx(1.0, abs=1e-6)
+    assert metric("r_precision")(["a", "b"], [{"a"}]) == 1.0
+    with pytest.raises(KeyError, match="unknown metric 'bleu'"):
+        metric("bleu")

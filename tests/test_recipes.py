@@ -58,7 +58,7 @@ RECIPES = sorted(Path(__file__).resolve().parents[1].joinpath("recipes").glob("*
 def test_every_recipe_is_listed():
     names = {p.stem for p in RECIPES}
     assert {"nq-64shot", "triviaqa-64shot", "nq-full", "mmlu-5shot", "mmlu-5shot-multitask", "mmlu-zeroshot",
-            "mmlu-full", "kilt-fever", "kilt-hotpotqa", "kilt-wow", "squad-open-64shot"} <= names
+            "mmlu-full", "kilt-fever", "kilt-hotpotqa", "kilt-wow", "squad-open-64shot", "fever"} <= names
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
@@ -123,3 +123,17 @@ def test_corpus_from_several_sources(tmp_path):
     assert len(load_corpus([str(a), str(b)], limit=2)) == 2
     with pytest.raises(FileNotFoundError, match="corpus file"):
         load_corpus([str(tmp_path / "missing.jsonl")])
+
+
+def test_word_tokenizer_covers_the_corpus(tmp_path):
+    from atlas_kit.recipes import build_atlas, load_recipe
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"id": "p1", "title": "Zorvania", "text": "The capital of Zorvania is Blimport."}\n')
+    recipe = load_recipe(None, [f"corpus={corpus}", "reader_config.tokenizer=word", "reader_config.d_model=16",
+                                "reader_config.num_layers=1", "reader_config.num_heads=2"])
+    atlas = build_atlas(recipe, ["What is the capital of Zorvania?"])
+    vocab = atlas.reader.tokenizer.get_vocab()
+    assert "blimport" in vocab  # a word that occurs only in a passage: the reader can copy it
+    with pytest.raises(ValueError, match="reader_config.tokenizer"):
+        build_atlas(load_recipe(None, [f"corpus={corpus}", "reader_config.tokenizer=bpe"]))

@@ -207,6 +207,20 @@ def reusable_sources(index: Index, retriever: Any) -> list[Any]:
     return out
 
 
+def stored_passage_vectors(index: Index, retriever: Any, ids: Sequence[str]) -> np.ndarray | None:
+    """[len(ids), dim] float32 vectors the index already stores for these passage ids, when they were
+    produced by ``retriever``'s current passage encoder (see :func:`reusable_sources`); ``None`` if
+    no dense index inside ``index`` can provide all of them. Query-side training uses this: the
+    passage encoder is frozen, so its vectors for the retrieved passages are the index's own."""
+    for src in reusable_sources(index, retriever):
+        snap = _snapshot(src)
+        store = snap[1] if snap is not None else None
+        if store is None or not all(pid in store for pid in ids):
+            continue
+        return _stored_vectors(snap, np.asarray([store.position(pid) for pid in ids], dtype=np.int64))
+    return None
+
+
 def _snapshot(ix: Any) -> tuple[Any, Any, Any] | None:
     """A consistent (faiss index, passages, embeddings) of a FAISS-like index, or ``None``."""
     state = getattr(ix, "_state", None)

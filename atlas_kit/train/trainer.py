@@ -160,21 +160,33 @@ class Trainer:
         """[B, k] query-passage inner products with gradient, divided by sqrt(dim) (as in Atlas)."""
         q = self.retriever.embed_queries(questions)
         flat = [p for ps in passages for p in ps]
-        if self.retriever.passage_encoder is not None and not any(
-            p.requires_grad for p in self.retriever.passage_encoder.parameters()
-        ):
-            with torch.no_grad():
-                pe = self.retriever.embed_passages(flat)
+        if self._passage_encoder_frozen():
+            # query-side training: the frozen passage encoder's vectors are the index's own - read
+            # them instead of re-encoding k passages per question every step
+            from atlas_kit.rerank.bi_encoder import stored_passage_vectors
+
+            stored = stored_passage_vectors(self.atlas.index, self.retriever, [p.id for p in flat])
+            if stored is not None:
+                pe = torch.from_numpy(stored).to(device=q.device, dtype=q.dtype)
+            else:
+                with torch.no_grad():
+                    pe = self.retriever.embed_passages(flat)
         else:
             pe = self.retriever.embed_passages(flat)
         pe = pe.view(len(questions), len(passages[0]), -1)
         return torch.einsum("bd,bkd->bk", q, pe) / math.sqrt(q.shape[-1])
+
+    def _passage_encoder_frozen(self) -> bool:
+        enc = self.retriever.passage_encoder
+        return enc is not None and not any(p.requires_grad for p in enc.parameters())
 
     # ------------------------------------------------------------------ one step
     def train_step(self, examples: Sequence[QAExample]) -> dict[str, float]:
         self.reader.train()
         if self.cfg.trains_retriever:
             self.retriever.train()
+            if self._passage_encoder_frozen():
+                self.retriever.passage_encoder.eval()  # frozen: no dropout noise, same vectors as the index
         logs: dict[str, float] = {"reader_loss": 0.0, "retriever_loss": 0.0}
         self.optimizer.zero_grad(set_to_none=True)
         device = self.reader.device

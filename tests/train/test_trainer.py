@@ -129,3 +129,23 @@ def test_gold_objective_trains_the_retriever_from_passage_labels():
     unlabelled = [QAExample(e.id, e.question, e.answers) for e in examples]
     with pytest.raises(ValueError, match="needs gold passage ids"):
         Trainer(atlas, TrainConfig(steps=1, batch_size=2, n_context=2, retriever_loss="gold")).fit(unlabelled, show_progress=False)
+
+
+def test_query_side_reads_passage_vectors_from_the_index(monkeypatch):
+    atlas, examples = make_setup()
+    trainer = Trainer(atlas, TrainConfig(steps=1, batch_size=3, n_context=2, refresh="query_side",
+                                         retriever_loss="pdist", retriever_lr=1e-3))
+    questions = [e.question for e in examples[:3]]
+    passages = trainer.retrieve(questions)
+    atlas.retriever.eval()
+    with torch.no_grad():
+        stored = trainer.retriever_scores(questions, passages)
+        q = atlas.retriever.embed_queries(questions)
+        p = atlas.retriever.embed_passages([x for ps in passages for x in ps]).view(3, 2, -1)
+        fresh = torch.einsum("bd,bkd->bk", q, p) / q.shape[-1] ** 0.5
+    assert torch.allclose(stored, fresh, atol=1e-5)
+    # no passage encoding at all during a query-side step, and the frozen encoder stays in eval mode
+    calls = []
+    monkeypatch.setattr(atlas.retriever, "embed_passages", lambda *a, **k: calls.append(1))
+    trainer.train_step(examples)
+    assert not calls and not atlas.retriever.passage_encoder.training
