@@ -60,12 +60,16 @@ def measure(atlas: Atlas, exs: list[QAExample], k: int) -> dict[str, float]:
     rec = recall_at_k([h.ids for h in hits], [e.gold_ids for e in exs], ks=(1, k))
     preds = atlas.reader.generate([e.question for e in exs], [list(h) for h in hits], batch_size=32)
     qa = qa_scores(preds, [e.answers for e in exs])
+    # the reader on the top passage alone: how retrieval gains turn into answers whatever the
+    # distractors below rank 1 look like
+    top1 = atlas.reader.generate([e.question for e in exs], [list(h)[:1] for h in hits], batch_size=32)
+    qa1 = qa_scores(top1, [e.answers for e in exs])
     # what the top k holds: passages about the question's entity, and passages whose value has the
     # answer's type word ("Lord ..." for a leader) - the cue a reader looks for, whoever it is about
     n = sum(len(h) for h in hits)
     same_entity = sum(p.id.split("-")[0] == e.gold_ids[0].split("-")[0] for e, h in zip(exs, hits) for p in h)
     same_type = sum(f" {e.answers[0].split()[0]} " in f" {p.text} " for e, h in zip(exs, hits) for p in h)
-    return {"R@1": rec["R@1"], f"R@{k}": rec[f"R@{k}"], "EM": qa["EM"], "F1": qa["F1"],
+    return {"R@1": rec["R@1"], f"R@{k}": rec[f"R@{k}"], "EM": qa["EM"], "F1": qa["F1"], "EM top-1": qa1["EM"],
             "same_entity": 100.0 * same_entity / n, "same_type": 100.0 * same_type / n}
 
 
@@ -152,7 +156,8 @@ def main() -> None:
         curves[name] = [(0, before["R@1"])] + [(h["step"], h["eval_R@1"]) for h in trainer.history if "eval_R@1" in h]
         row = {"objective": name, "R@1 before": before["R@1"], "R@1 after": after["R@1"],
                f"R@{k} before": before[f"R@{k}"], f"R@{k} after": after[f"R@{k}"],
-               "EM before": before["EM"], "EM after": after["EM"],
+               f"EM top-{k} before": before["EM"], f"EM top-{k} after": after["EM"],
+               "EM top-1 before": before["EM top-1"], "EM top-1 after": after["EM top-1"],
                f"top-{k} same entity %": after["same_entity"], f"top-{k} same type word %": after["same_type"],
                "seconds": round(seconds, 1)}
         rows.append(row)

@@ -111,9 +111,10 @@ class Trainer:
         groups = [{"params": [p for p in self.reader.parameters() if p.requires_grad], "lr": self.cfg.reader_lr}]
         if self.cfg.trains_retriever:
             groups.append({"params": [p for p in self.retriever.parameters() if p.requires_grad], "lr": self.cfg.retriever_lr})
-        else:
-            for p in self.retriever.parameters():
-                p.requires_grad_(False)
+            if not groups[-1]["params"]:
+                raise ValueError("the retriever has no trainable parameters (requires_grad is off everywhere)")
+        # with retriever_loss="none" the retriever is simply left out of the optimizer; its
+        # requires_grad flags are not touched, so a later Trainer on the same modules can train it
         self.optimizer = torch.optim.AdamW(groups, weight_decay=self.cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(self.cfg))
         # rank 0 alone writes the run folder, evaluates and checkpoints

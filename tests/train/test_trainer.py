@@ -149,3 +149,13 @@ def test_query_side_reads_passage_vectors_from_the_index(monkeypatch):
     monkeypatch.setattr(atlas.retriever, "embed_passages", lambda *a, **k: calls.append(1))
     trainer.train_step(examples)
     assert not calls and not atlas.retriever.passage_encoder.training
+
+
+def test_a_reader_only_run_does_not_freeze_the_retriever_for_later_runs():
+    atlas, examples = make_setup()
+    Trainer(atlas, TrainConfig(steps=1, batch_size=2, n_context=2, retriever_loss="none")).fit(examples, show_progress=False)
+    assert all(p.requires_grad for p in atlas.retriever.parameters())
+    before = params(atlas.retriever.query_encoder)
+    Trainer(atlas, TrainConfig(steps=2, batch_size=2, n_context=2, retriever_loss="pdist", retriever_lr=1e-3,
+                               refresh="query_side")).fit(examples, show_progress=False)
+    assert any(not torch.equal(before[k], v) for k, v in params(atlas.retriever.query_encoder).items())
