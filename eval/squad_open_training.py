@@ -60,6 +60,7 @@ def main() -> None:
     ap.add_argument("--em-eval", type=int, default=300, help="held-out questions for the reader's EM")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--name", default="squad_open_training", help="results file name (eval/results/NAME.json)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -91,7 +92,7 @@ def main() -> None:
     t0 = time.perf_counter()
     Trainer(atlas, TrainConfig(steps=args.warmup_steps, retriever_loss="none", warmup_steps=50, **base)).fit(train)
     em = evaluate(atlas, held_out[: args.em_eval], k=args.k, batch_size=32).metrics
-    rows.append({"stage": f"reader warm-up ({args.warmup_steps} steps, retriever frozen)", **recall(atlas, held_out),
+    rows.append({"stage": f"reader ({args.warmup_steps} warm-up steps, retriever frozen)", **recall(atlas, held_out),
                  "EM": round(em["EM"], 1), "F1": round(em["F1"], 1), "seconds": round(time.perf_counter() - t0)})
     print(rows[-1])
     warm_reader, warm_retriever = copy.deepcopy(reader), copy.deepcopy(retriever)
@@ -112,7 +113,7 @@ def main() -> None:
     bm25 = Atlas(retriever, None, BM25Index.build(passages, stopwords="en", stemmer="english"))
     rows.append({"stage": "reference: BM25 (bm25s), same questions", **recall(bm25, held_out)})
     print(rows[-1])
-    _common.report("squad_open_training", rows,
+    _common.report(args.name, rows,
                    {"args": vars(args), "train_questions": len(train), "held_out": len(held_out),
                     "total_seconds": round(time.perf_counter() - t_all, 1)},
                    title=f"SQuAD-open: MiniLM trained from the reader's signal ({len(train)} questions)")
