@@ -94,7 +94,8 @@ def evaluate(atlas: Any, examples: Sequence[Any], k: int, batch_size: int = 16, 
 
             # hits are matched to provenance pages by wikipedia_id (metadata) or title
             pages = [list(h) for h in hits] if k > 0 else None
-            metrics = dict(kilt_scores(preds, examples, retrieved_pages=pages, ks=tuple(ks) or (1,)))
+            metrics = dict(kilt_scores(preds, examples, retrieved_pages=pages, ks=tuple(ks) or (1,),
+                                       skip_without_provenance=True))
         else:
             metrics = dict(qa_scores(preds, [e.answers for e in examples]))
             if ks and all(e.gold_ids for e in examples):
@@ -124,7 +125,8 @@ def evaluate_retrieval(atlas: Any, examples: Sequence[Any], ks: Sequence[int] = 
     if task == "kilt":
         from atlas_kit.provenance import kilt_scores
 
-        metrics.update(kilt_scores(None, examples, retrieved_pages=[list(h) for h in hits], ks=tuple(ks)))
+        metrics.update(kilt_scores(None, examples, retrieved_pages=[list(h) for h in hits], ks=tuple(ks),
+                                   skip_without_provenance=True))
     if not metrics:
         raise ValueError("no retrieval metric applies: the examples have no gold passage ids, answers to "
                          "look for, or provenance")
@@ -176,7 +178,7 @@ def write_report(out: str | os.PathLike, evaluation: Evaluation, title: str = "R
 def _save(fig: Any, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    tmp = path.with_name(f".{path.stem}.tmp.png")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")  # unique per process
     fig.tight_layout()
     fig.savefig(tmp, dpi=100)
     plt.close(fig)

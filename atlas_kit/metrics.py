@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import string
+import unicodedata
 from collections import Counter
 from typing import Callable, Iterable, Sequence
 
@@ -59,11 +60,26 @@ def recall_at_k(retrieved: Sequence[Sequence[str]], gold: Sequence[Iterable[str]
     return out
 
 
+_TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+
+
+def _dpr_tokens(text: str) -> list[str]:
+    """DPR's has-answer tokenisation: NFD-normalised, lowercased, words and single punctuation
+    marks as tokens (articles and punctuation are kept, unlike the SQuAD answer normalisation)."""
+    return _TOKEN.findall(unicodedata.normalize("NFD", text).lower())
+
+
 def has_answer(text: str, answers: Sequence[str]) -> bool:
-    """Whether a normalised answer occurs in the normalised text as whole words (DPR's test of a
-    passage "containing" the answer, used when gold passage ids are unknown, as for NQ-open)."""
-    words = f" {normalize_answer(text)} "
-    return any(norm and f" {norm} " in words for norm in (normalize_answer(a) for a in answers))
+    """Whether an answer occurs in the text as a whole token sequence (DPR's test of a passage
+    "containing" the answer, used when gold passage ids are unknown, as for NQ-open): "1945" is
+    found in "(1939–1945)", "The Who" is not found in "who sang it"."""
+    words = _dpr_tokens(text)
+    for answer in answers:
+        target = _dpr_tokens(answer)
+        n = len(target)
+        if n and any(words[i : i + n] == target for i in range(len(words) - n + 1)):
+            return True
+    return False
 
 
 def answer_recall_at_k(passage_texts: Sequence[Sequence[str]], answers: Sequence[Sequence[str]],

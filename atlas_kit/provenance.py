@@ -373,8 +373,14 @@ def _max_over(fn, prediction: str, answers: Sequence[str]) -> float:
 
 def kilt_scores(predictions: Sequence[str] | None, examples: Sequence["QAExample"],
                 retrieved_pages: Sequence[Iterable[PageLike]] | None = None,
-                ks: Sequence[int] = (1, 5)) -> dict[str, float]:
+                ks: Sequence[int] = (1, 5), skip_without_provenance: bool = False) -> dict[str, float]:
     """KILT downstream, retrieval and KILT scores, in percent (0-100), averaged over all examples.
+
+    ``skip_without_provenance``: KILT scores an example without provenance 0 on the page-level
+    metrics and on the KILT scores (the default, as KILT's scripts do; KILT's own files always have
+    provenance). With True such examples (3-way FEVER's NOT ENOUGH INFO claims) are left out of the
+    page-level averages and their KILT score is their downstream score; ``n_provenance`` says how
+    many examples the page-level metrics average over.
 
     * ``accuracy``: the stripped prediction equals a stripped gold answer exactly (KILT's
       accuracy, the FEVER label metric); ``em`` / ``f1``: SQuAD-normalised, best gold answer;
@@ -400,6 +406,7 @@ def kilt_scores(predictions: Sequence[str] | None, examples: Sequence["QAExample
     ks = sorted({int(k) for k in ks})
     totals: Counter[str] = Counter()
     no_answer = 0
+    n_provenance = 0
     for i, ex in enumerate(examples):
         local: dict[str, float] = {}
         if predictions is not None:
@@ -417,6 +424,13 @@ def kilt_scores(predictions: Sequence[str] | None, examples: Sequence["QAExample
                 local = {"accuracy": 0.0, "em": 0.0, "f1": 0.0, "rouge_l": 0.0}
             totals.update(local)
         if retrieved_pages is not None:
+            if skip_without_provenance and not gold_pages(ex):
+                # nothing to retrieve (e.g. a NOT ENOUGH INFO claim): out of the page-level
+                # averages, and its KILT score is its downstream score
+                for name, value in local.items():
+                    totals[f"kilt_{name}"] += value
+                continue
+            n_provenance += 1
             keys, gold = align_pages(retrieved_pages[i], gold_pages(ex))
             rprec = r_precision(keys, gold)
             totals["r_precision"] += rprec
@@ -436,7 +450,11 @@ def kilt_scores(predictions: Sequence[str] | None, examples: Sequence["QAExample
         names += ["r_precision"] + [f"{m}@{k}" for m in ("recall", "precision", "success") for k in ks]
         if predictions is not None:
             names += ["kilt_accuracy", "kilt_em", "kilt_f1", "kilt_rouge_l"]
-    return {name: 100.0 * totals[name] / max(n, 1) for name in names}
+    page_level = {"r_precision"} | {f"{m}@{k}" for m in ("recall", "precision", "success") for k in ks}
+    out = {name: 100.0 * totals[name] / max(n_provenance if name in page_level else n, 1) for name in names}
+    if retrieved_pages is not None:
+        out["n_provenance"] = n_provenance  # examples the page-level metrics average over
+    return out
 
 
 def evaluate_kilt_files(gold_path: str | os.PathLike, guess_path: str | os.PathLike,

@@ -265,14 +265,20 @@ def run_recipe(recipe: dict[str, Any], evaluate_only: bool = False, checkpoint: 
     from atlas_kit.train import TrainConfig, Trainer
 
     data = recipe["data"]
-    out = Path(recipe["output_dir"] or Path("runs") / recipe["name"])
+    no_training = evaluate_only or retrieval_only
+    # an evaluation run gets its own folder by default: it must not overwrite the training run's files
+    out = Path(recipe["output_dir"] or Path("runs") / (recipe["name"] + ("-eval" if no_training else "")))
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "recipe.json", recipe)
     opts = dict(data.get("loader_options") or {})
-    train = (load_examples(data["train"], data["format"], **opts)
-             if data["train"] and not (evaluate_only or retrieval_only) else [])
+    # the training file is read even by evaluation-only runs when it is also the evaluation file:
+    # the (seeded) few-shot sample is then removed from evaluation, as in the training run
+    same_file = bool(data["train"]) and data["train"] == data["eval"]
+    train = load_examples(data["train"], data["format"], **opts) if data["train"] and (same_file or not no_training) else []
     evals = load_examples(data["eval"], data["format"], **opts) if data["eval"] else []
     train, evals = _sample_shots(recipe, train, evals, out)
+    if no_training:
+        train = []
     if data.get("train_permutations") == "cyclic":
         from atlas_kit.multiple_choice import cyclic_permutations
 
@@ -283,48 +289,77 @@ def run_recipe(recipe: dict[str, Any], evaluate_only: bool = False, checkpoint: 
     evals = [e for _, _, ev in groups for e in ev]
     if not evals and not train:
         raise ValueError("the recipe has neither training nor evaluation examples (data.train / data.eval)")
-    texts = [e.question + " " + " ".join(e.answers) for e in train + evals]
+    # a word-level tokenizer sees the training data and the eval *questions* (never eval answers)
+    texts = [e.question + " " + " ".join(e.answers) for e in train] + [e.question for e in evals]
     atlas = build_atlas(recipe, texts)
     if checkpoint:
-        from atlas_kit import Atlas
-
-        loaded = Atlas.from_pretrained(checkpoint, index=atlas.index, allow_mismatch=True)
-        atlas.retriever, atlas.reader = loaded.retriever, loaded.reader
+        _load_checkpoint(atlas, checkpoint)
     if retrieval_only:
         result = evaluate_retrieval(atlas, evals, ks=recipe["eval"]["retrieval_ks"], task=recipe["task"])
         write_report(out, result, title=f"{recipe['name']} (retrieval only)")
         return result.metrics
-    cfg_values = {**recipe["train"], "output_dir": str(out), "task": recipe["task"]}
+    cfg_values = {**recipe["train"], "output_dir": str(out), "task": recipe["task"],
+                  "debias": bool(recipe["eval"].get("debias", True))}
     if len(groups) == 1:
+        _, train, evals = groups[0]
         trainer = Trainer(atlas, TrainConfig.from_dict(cfg_values))
         if train:
             metrics = trainer.fit(train, evals or None)
-            atlas.save_pretrained(out / "model")
+            if trainer.rank == 0:
+                atlas.save_pretrained(out / "model")
         else:
             metrics = {"step": 0, **trainer.evaluate(evals, write=True)} if evals else {}
         log.info("run folder: %s", out)
         return metrics
 
     # every group starts from the same modules (training may untie or freeze parts of them)
-    start_reader, start_retriever = atlas.reader, atlas.retriever
+    # (and the same index: refresh=reindex swaps in one built by a group's trained encoder)
+    start_reader, start_retriever, start_index = atlas.reader, atlas.retriever, atlas.index
     records: list[dict[str, Any]] = []
     task = recipe["task"]
+    rank = 0
     for name, tr, ev in groups:
         atlas.reader, atlas.retriever = copy.deepcopy(start_reader), copy.deepcopy(start_retriever)
+        atlas.swap_index(start_index, allow_mismatch=True)
         gdir = out / "groups" / str(name)
         trainer = Trainer(atlas, TrainConfig.from_dict({**cfg_values, "output_dir": str(gdir)}))
+        rank = trainer.rank
         if tr:
             trainer.fit(tr, None)
-        result = evaluate(atlas, ev, k=trainer.cfg.n_context, batch_size=trainer.cfg.eval_batch_size, task=task)
+        if rank != 0:
+            continue  # rank 0 evaluates and writes
+        result = evaluate(atlas, ev, k=trainer.cfg.n_context, batch_size=trainer.cfg.eval_batch_size, task=task,
+                          debias=trainer.cfg.debias)
         write_report(gdir, result, title=f"{recipe['name']}: {name}", extra={"step": trainer.step})
         records += result.records
         task = result.task
+    if rank != 0:
+        return {}
     metrics = _combine(task, records)
     combined = Evaluation(task, {"step": int(recipe["train"].get("steps", 0)) if train else 0, "groups": len(groups),
                                  **metrics}, records)
     write_report(out, combined, title=f"{recipe['name']} ({len(groups)} groups, one model each)")
     log.info("run folder: %s", out)
     return combined.metrics
+
+
+def _load_checkpoint(atlas: Any, checkpoint: str) -> None:
+    """Put a saved model's reader and retriever into ``atlas``. The index was built with the
+    recipe's retriever; when the checkpoint's passage encoder differs (it was trained), the corpus
+    is re-embedded with it instead of searching stale vectors."""
+    from atlas_kit import Atlas
+    from atlas_kit.index import FaissIndex
+
+    loaded = Atlas.from_pretrained(checkpoint, index=atlas.index, allow_mismatch=True)
+    atlas.retriever, atlas.reader = loaded.retriever, loaded.reader
+    index = atlas.index
+    recorded = ((getattr(index, "manifest", None) or {}).get("retriever") or {}).get("fingerprint")
+    if recorded and recorded != loaded.retriever.fingerprint():
+        if not isinstance(index, FaissIndex):
+            raise ValueError(f"{checkpoint}: its passage encoder differs from the one that built the index; "
+                             "rebuild the index with it (atlas-kit index build --retriever CHECKPOINT/retriever)")
+        log.warning("%s: the passage encoder was trained; re-embedding the %d passages with it", checkpoint, len(index))
+        atlas.swap_index(FaissIndex.build(index.passages, loaded.retriever, factory=index.manifest.get("factory", "Flat")))
 
 
 def _combine(task: str, records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -96,6 +96,7 @@ class Retriever(torch.nn.Module):
         self.query_maxlength = query_maxlength
         self.passage_maxlength = passage_maxlength
         self.name = name
+        self.default_devices: list[str | torch.device] | None = None  # encode on these when none are given
         self.with_title = with_title
         self._fingerprint_cache: tuple[int, str] | None = None
 
@@ -414,6 +415,8 @@ class Retriever(torch.nn.Module):
                   ) -> list[tuple[torch.nn.Module, torch.device]]:
         """(model, device) pairs for inference: the encoder itself, plus eval-mode copies on the
         other ``devices``. ``devices=None`` means every visible GPU when there are several."""
+        if devices is None:
+            devices = getattr(self, "default_devices", None)  # e.g. pinned to its rank's GPU by the trainer
         if devices is None and torch.cuda.device_count() > 1:
             devices = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
         home = next(encoder.parameters()).device

@@ -33,6 +33,9 @@ def test_has_answer_and_answer_recall():
     assert has_answer("The capital is Port Blim, a city.", ["port blim"])
     assert not has_answer("The capital is Port Blimey.", ["Port Blim"])  # whole words only
     assert not has_answer("anything", [""])
+    # DPR's token test: punctuation separates tokens, articles count
+    assert has_answer("World War II (1939–1945) ended", ["1945"]) and has_answer("Paris/London", ["London"])
+    assert not has_answer("Let us know", ["U.S."]) and not has_answer("Nobody knew who sang it", ["The Who"])
     texts = [["no", "here: Blim"], ["Blim first", "x"], ["a", "b"]]
     got = answer_recall_at_k(texts, [["Blim"], ["Blim"], ["Blim"]], ks=(1, 2))
     assert got == {"AR@1": pytest.approx(100 / 3), "AR@2": pytest.approx(200 / 3)}

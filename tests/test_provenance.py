@@ -243,3 +243,16 @@ def test_evaluate_kilt_files_errors(tmp_path):
     s = evaluate_kilt_files(gold, guess)
     # example 2 has no provenance: R-precision 0 (KILT), so only example 1 counts for KILT-EM
     assert s["em"] == 100.0 and s["r_precision"] == 50.0 and s["kilt_em"] == 50.0
+
+
+def test_examples_without_provenance_can_be_left_out_of_page_metrics():
+    from atlas_kit.tasks.qa import QAExample
+
+    with_prov = QAExample("1", "claim one", ["SUPPORTS"], metadata={"provenance": [[{"wikipedia_id": None, "title": "Soul Food"}]]})
+    nei = QAExample("2", "claim two", ["NOT ENOUGH INFO"], metadata={"provenance": []})
+    pages = [["Soul Food", "Other"], ["Other"]]
+    kilt = kilt_scores(["SUPPORTS", "NOT ENOUGH INFO"], [with_prov, nei], retrieved_pages=pages, ks=(1,))
+    assert kilt["r_precision"] == 50.0 and kilt["kilt_accuracy"] == 50.0 and kilt["n_provenance"] == 2
+    skip = kilt_scores(["SUPPORTS", "NOT ENOUGH INFO"], [with_prov, nei], retrieved_pages=pages, ks=(1,),
+                       skip_without_provenance=True)
+    assert skip["r_precision"] == 100.0 and skip["kilt_accuracy"] == 100.0 and skip["n_provenance"] == 1

@@ -137,3 +137,42 @@ def test_word_tokenizer_covers_the_corpus(tmp_path):
     assert "blimport" in vocab  # a word that occurs only in a passage: the reader can copy it
     with pytest.raises(ValueError, match="reader_config.tokenizer"):
         build_atlas(load_recipe(None, [f"corpus={corpus}", "reader_config.tokenizer=bpe"]))
+
+
+def _world_recipe(tmp_path, same_file: bool = False, extra: str = "") -> Path:
+    from atlas_kit.world import World
+
+    paths = World.generate(10, seed=0, granularity="fact", typed_values=True).to_jsonl(tmp_path / "w")
+    ev = paths["train"] if same_file else paths["test"]
+    recipe = tmp_path / "w.yaml"
+    recipe.write_text(
+        f"corpus: {paths['passages']}\nreader_config: {{d_model: 32, num_layers: 1, num_heads: 2, tokenizer: word}}\n"
+        f"data: {{train: {paths['train']}, eval: {ev}, shots: 6}}\n"
+        f"train: {{steps: 2, batch_size: 2, n_context: 2, retriever_loss: pdist, tensorboard: false{extra}}}\n")
+    return recipe
+
+
+def test_evaluation_only_runs_also_leave_the_few_shot_sample_out(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    recipe = _world_recipe(tmp_path, same_file=True)
+    assert main(["-q", "train", str(recipe), "output_dir=run"]) == 0
+    shots = set((tmp_path / "run" / "few_shot_ids.txt").read_text().split())
+    assert main(["-q", "evaluate", str(recipe), "--checkpoint", "run/model"]) == 0
+    # default folder of an evaluation run: its own, not the training run's
+    evaluated = {json.loads(x)["id"] for x in (tmp_path / "runs" / "w-eval" / "predictions.jsonl").read_text().splitlines()}
+    assert evaluated and not shots & evaluated
+    assert (tmp_path / "runs" / "w-eval" / "few_shot_ids.txt").read_text().split() == sorted(shots, key=list(
+        (tmp_path / "run" / "few_shot_ids.txt").read_text().split()).index)
+
+
+def test_checkpoint_with_a_trained_passage_encoder_gets_a_fresh_index(tmp_path, monkeypatch):
+    from atlas_kit.recipes import _load_checkpoint, build_atlas, load_recipe
+
+    monkeypatch.chdir(tmp_path)
+    recipe = _world_recipe(tmp_path, extra=", refresh: none, retriever_lr: 0.01")  # shared encoder: passages change
+    assert main(["-q", "train", str(recipe), "output_dir=run"]) == 0
+    atlas = build_atlas(load_recipe(recipe), ["x"])
+    stale = atlas.index.manifest["retriever"]["fingerprint"]
+    _load_checkpoint(atlas, "run/model")
+    assert atlas.retriever.fingerprint() != stale
+    assert atlas.index.manifest["retriever"]["fingerprint"] == atlas.retriever.fingerprint()

@@ -45,6 +45,7 @@ class TrainConfig:
     save_every: int = 0
     eval_batch_size: int = 16
     task: str | None = None  # evaluation task (qa | mc | kilt); None = read off the examples
+    debias: bool = True  # multiple choice: also score every cyclic permutation of the options
     amp: str | None = None  # "bf16" / "fp16" on CUDA; ignored on CPU
     gradient_checkpointing: bool = False
     seed: int = 0

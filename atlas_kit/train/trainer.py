@@ -95,6 +95,7 @@ class Trainer:
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             atlas.reader.to(device)
             atlas.retriever.to(device)
+            atlas.retriever.default_devices = [device]  # one GPU per rank: no replicas on the others
         self.reader = atlas.reader
         self.retriever = atlas.retriever
         self.step = 0
@@ -235,6 +236,12 @@ class Trainer:
             for t in module.state_dict().values():
                 dist.broadcast(t, src=0)
 
+    def _barrier(self) -> None:
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
     def _average_gradients(self, params: list[torch.nn.Parameter]) -> None:
         """All-reduce (mean) of the gradients in one flat buffer per device and dtype. Explicit
         rather than ``DistributedDataParallel`` wrapping, because one step runs several custom
@@ -286,7 +293,7 @@ class Trainer:
         for QA, accuracy by generation/likelihood/de-biased for multiple choice, KILT scores);
         ``write`` also leaves the report (predictions, tables, plots) in the run folder."""
         result = evaluate(self.atlas, examples, k=self.cfg.n_context, batch_size=self.cfg.eval_batch_size,
-                          task=self.cfg.task)
+                          task=self.cfg.task, debias=self.cfg.debias)
         if write and self.out is not None:
             write_report(self.out, result, title=f"{self.out.name}: step {self.step}", extra={"step": self.step})
         return result.metrics
@@ -306,8 +313,10 @@ class Trainer:
         while self.step < self.cfg.steps:
             logs = self.train_step(train)
             logs["step"] = self.step
-            if self.cfg.eval_every and eval_examples and self.rank == 0 and self.step % self.cfg.eval_every == 0:
-                logs.update({f"eval_{k}": v for k, v in self.evaluate(eval_examples).items()})
+            if self.cfg.eval_every and eval_examples and self.step % self.cfg.eval_every == 0:
+                if self.rank == 0:
+                    logs.update({f"eval_{k}": v for k, v in self.evaluate(eval_examples).items()})
+                self._barrier()  # the other ranks wait here, not inside the next step's all-reduce
             self.history.append(logs)
             self._log(logs)
             if self.cfg.save_every and self.out is not None and self.step % self.cfg.save_every == 0:
@@ -318,6 +327,7 @@ class Trainer:
         final: dict[str, Any] = {"step": self.step}
         if eval_examples and self.rank == 0:
             final.update(self.evaluate(eval_examples, write=True))
+        self._barrier()
         if self.out is not None:
             if not eval_examples:
                 atomic_write_json(self.out / "metrics.json", final)
