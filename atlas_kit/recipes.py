@@ -113,7 +113,15 @@ def apply_overrides(recipe: dict[str, Any], overrides: list[str]) -> dict[str, A
     return out
 
 
-FORMATS = ("qa", "squad", "mmlu", "kilt", "fever")
+FORMATS = ("qa", "squad", "mmlu", "kilt", "fever", "mlm")
+
+
+def _load_mlm(path: str | os.PathLike, **options: Any) -> list:
+    """Masked-span pre-training examples cut from a corpus file (any passage format)."""
+    from atlas_kit import load_passages
+    from atlas_kit.tasks.mlm import mlm_examples
+
+    return mlm_examples(load_passages(path), **options)
 
 
 def load_examples(path: str | os.PathLike, fmt: str = "qa", **options: Any) -> list:
@@ -121,14 +129,16 @@ def load_examples(path: str | os.PathLike, fmt: str = "qa", **options: Any) -> l
 
     ``qa`` (NQ-open / TriviaQA / Atlas / FlashRAG jsonl), ``squad`` (SQuAD json), ``mmlu`` (a
     folder of ``<subject>_<split>.csv`` or one csv), ``kilt`` (any KILT task's jsonl), ``fever``
-    (FEVER's original jsonl, or KILT's). A missing file is an error that says what to put where.
+    (FEVER's original jsonl, or KILT's), ``mlm`` (masked-span pre-training examples cut from a
+    corpus file). A missing file is an error that says what to put where.
     """
     from atlas_kit.tasks import load_qa, load_squad
     from atlas_kit.tasks.fever import load_fever
     from atlas_kit.tasks.kilt import load_kilt
     from atlas_kit.tasks.mmlu import load_mmlu
 
-    loaders = {"qa": load_qa, "squad": load_squad, "mmlu": load_mmlu, "kilt": load_kilt, "fever": load_fever}
+    loaders = {"qa": load_qa, "squad": load_squad, "mmlu": load_mmlu, "kilt": load_kilt, "fever": load_fever,
+               "mlm": _load_mlm}
     if fmt not in loaders:
         raise ValueError(f"unknown data format {fmt!r} (known: {', '.join(FORMATS)})")
     text = str(path)

@@ -18,7 +18,7 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -141,18 +141,21 @@ class Trainer:
         return out
 
     # ------------------------------------------------------------------ retrieval
-    def retrieve(self, questions: list[str]) -> list[list[Any]]:
-        """The ``n_context`` passages each question's reader sees (no gradient)."""
+    def retrieve(self, questions: list[str], exclude: Sequence[Iterable[str]] | None = None) -> list[list[Any]]:
+        """The ``n_context`` passages each question's reader sees (no gradient), leaving out the
+        ids in ``exclude[i]`` (e.g. the passage a masked-span query was cut from)."""
         k = self.cfg.n_context
+        excl = [set(e) for e in exclude] if exclude is not None else [set() for _ in questions]
+        extra = max((len(e) for e in excl), default=0)
         if self.cfg.refresh == "rerank":
             from atlas_kit.rerank import BiEncoderReranker
 
             index = self.atlas.index
-            candidates = self.atlas.retrieve(questions, k=max(k, self.cfg.rerank_candidates), index=index)
-            hits = BiEncoderReranker(self.retriever).rerank(questions, candidates, k, index=index)
+            candidates = self.atlas.retrieve(questions, k=max(k, self.cfg.rerank_candidates) + extra, index=index)
+            hits = BiEncoderReranker(self.retriever).rerank(questions, candidates, k + extra, index=index)
         else:
-            hits = self.atlas.retrieve(questions, k=k)
-        out = [list(h) for h in hits]
+            hits = self.atlas.retrieve(questions, k=k + extra)
+        out = [[h for h in hs if h.id not in ex][:k] for hs, ex in zip(hits, excl)]
         short = [i for i, h in enumerate(out) if len(h) < k]
         if short:
             raise ValueError(f"the index returned fewer than n_context={k} passages for question {short[0]}")
@@ -195,7 +198,7 @@ class Trainer:
         for micro in range(self.cfg.accumulation):
             batch = self._batch(examples, self.step, micro)
             questions, answers = [e.question for e in batch], [e.target for e in batch]
-            passages = self.retrieve(questions)
+            passages = self.retrieve(questions, [e.metadata.get("exclude_ids", ()) for e in batch])
             with autocast_context(device, enabled=self.cfg.amp is not None):
                 r_loss = self.reader.loss(questions, passages, answers)
                 loss = r_loss
