@@ -20,7 +20,7 @@ Setup (all seeded, CPU, minutes):
 Reports R@1 / R@k / EM on held-out test questions (entities never seen in training) before and after,
 per objective, as a table, ``eval/results/learning.json`` and ``eval/results/learning.png``.
 
-    python eval/learning.py            # full run
+    python eval/learning.py --threads 1   # the published run (17 min on one core)
     python eval/learning.py --quick    # a smaller world and fewer steps (a smoke run)
 """
 from __future__ import annotations
@@ -75,9 +75,9 @@ def measure(atlas: Atlas, exs: list[QAExample], k: int) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--entities", type=int, default=400)
+    ap.add_argument("--entities", type=int, default=1500)
     ap.add_argument("--k", type=int, default=4, help="passages per question for the reader (n_context)")
-    ap.add_argument("--warmup-steps", type=int, default=2500, help="reader warm-up steps")
+    ap.add_argument("--warmup-steps", type=int, default=5000, help="reader warm-up steps")
     ap.add_argument("--steps", type=int, default=400, help="joint training steps per objective")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--reader-lr", type=float, default=0.0,

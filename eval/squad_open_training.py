@@ -19,7 +19,8 @@ Stages, each reported as a row (R@1/5/20 on the held-out questions):
 4. ``gold``: the same run with the retriever trained on the gold paragraphs (upper bound of what
    this much training can buy).
 
-    python eval/squad_open_training.py --index-dir indexes/squad-open-minilm
+    python eval/squad_open_training.py --index-dir indexes/squad-open-minilm --threads 1
+    python eval/squad_open_training.py ... --mlm-steps 600 --warmup-steps 600 --objectives pdist --name squad_open_training_mlm
 """
 from __future__ import annotations
 
@@ -52,15 +53,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--index-dir", default=None, help="a saved MiniLM Flat index of SQuAD-open (else built)")
     ap.add_argument("--train", type=int, default=300, help="training questions")
-    ap.add_argument("--k", type=int, default=8, help="passages per question (n_context)")
+    ap.add_argument("--k", type=int, default=5, help="passages per question (n_context)")
     ap.add_argument("--mlm-steps", type=int, default=0,
                     help="masked-span pre-training steps over the corpus before the QA warm-up (Atlas's mlm task)")
-    ap.add_argument("--warmup-steps", type=int, default=1500)
+    ap.add_argument("--warmup-steps", type=int, default=1000)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--retriever-lr", type=float, default=2e-5)
     ap.add_argument("--temperature", type=float, default=0.1, help="τs = τg")
-    ap.add_argument("--objectives", default="pdist,emdr2,gold")
+    ap.add_argument("--objectives", default="gold,pdist")
     ap.add_argument("--em-eval", type=int, default=300, help="held-out questions for the reader's EM")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
