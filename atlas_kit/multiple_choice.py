@@ -31,7 +31,7 @@ import torch
 
 from atlas_kit.metrics import normalize_answer
 from atlas_kit.reader import Reader
-from atlas_kit.reader_signals import _eval, _token_logprobs
+from atlas_kit.reader_signals import eval_mode, token_logprobs
 from atlas_kit.tasks.mmlu import LETTERS, MCExample, category_of, format_mc_query
 
 __all__ = ["option_logprobs", "letter_of_generation", "cyclic_permutations", "evaluate_multiple_choice",
@@ -91,7 +91,7 @@ def option_logprobs(
         raise ValueError(f"{len(queries)} queries but {len(passages)} passage lists")
     labels = _letter_labels(reader, n_options, letters)
     out = torch.empty(len(queries), n_options, dtype=torch.float32)
-    with _eval(reader):
+    with eval_mode(reader):
         labels = labels.to(reader.device)
         for s in range(0, len(queries), batch_size):
             batch = reader.tokenize(queries[s : s + batch_size], passages[s : s + batch_size])
@@ -100,7 +100,7 @@ def option_logprobs(
             for j in range(n_options):
                 lab = labels[j : j + 1].expand(b, -1).contiguous()
                 logits = reader(labels=lab, encoded=encoded, use_cache=False).logits
-                tok, _ = _token_logprobs(logits, lab)
+                tok, _ = token_logprobs(logits, lab)
                 out[s : s + b, j] = tok.sum(-1).float().cpu()
     return out
 

@@ -25,11 +25,12 @@ import torch
 
 from atlas_kit.reader import Reader
 
-__all__ = ["attention_scores", "passage_loglik", "passage_logprob_sum", "leave_one_out_nll", "reader_signal", "SIGNALS"]
+__all__ = ["attention_scores", "passage_loglik", "passage_logprob_sum", "leave_one_out_nll", "reader_signal", "SIGNALS",
+           "eval_mode", "token_logprobs"]
 
 
 @contextlib.contextmanager
-def _eval(reader: Reader) -> Iterator[None]:
+def eval_mode(reader: Reader) -> Iterator[None]:
     was = reader.training
     reader.eval()
     try:
@@ -55,7 +56,7 @@ def _check(questions: Sequence[str], passages: Sequence[Sequence[Any]], answers:
     return k
 
 
-def _token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(log p of each label token [N, T] (0 at padding), mask of real tokens [N, T])."""
     labels = labels.to(logits.device)
     mask = labels != -100
@@ -75,7 +76,7 @@ def _single_passage_logprobs(reader: Reader, questions: Sequence[str], passages:
     batch = reader.tokenize(flat_q, flat_p)
     labels = reader.tokenize_answers([a for a in answers for _ in range(k)]).to(reader.device)
     out = reader(batch["input_ids"], batch["attention_mask"], labels=labels, use_cache=False)
-    tok, mask = _token_logprobs(out.logits, labels)
+    tok, mask = token_logprobs(out.logits, labels)
     return tok, mask, b, k
 
 
@@ -83,7 +84,7 @@ def passage_loglik(reader: Reader, questions: Sequence[str], passages: Sequence[
                    answers: Sequence[str]) -> torch.Tensor:
     """PDist target [B, k]: mean per-token log-likelihood of the answer (eos included) when the
     reader sees passage i alone."""
-    with _eval(reader):
+    with eval_mode(reader):
         tok, mask, b, k = _single_passage_logprobs(reader, questions, passages, answers)
         return (tok.sum(-1) / mask.sum(-1).clamp(min=1)).view(b, k)
 
@@ -91,7 +92,7 @@ def passage_loglik(reader: Reader, questions: Sequence[str], passages: Sequence[
 def passage_logprob_sum(reader: Reader, questions: Sequence[str], passages: Sequence[Sequence[Any]],
                         answers: Sequence[str]) -> torch.Tensor:
     """EMDR² term [B, k]: log p(answer | question, passage i), summed over answer tokens."""
-    with _eval(reader):
+    with eval_mode(reader):
         tok, _, b, k = _single_passage_logprobs(reader, questions, passages, answers)
         return tok.sum(-1).view(b, k)
 
@@ -107,7 +108,7 @@ def leave_one_out_nll(reader: Reader, questions: Sequence[str], passages: Sequen
     is constant anyway.
     """
     k = _check(questions, passages, answers)
-    with _eval(reader):
+    with eval_mode(reader):
         batch = reader.tokenize(questions, passages)
         labels = reader.tokenize_answers(answers).to(reader.device)
         encoded = reader.encode(batch["input_ids"], batch["attention_mask"])
@@ -117,7 +118,7 @@ def leave_one_out_nll(reader: Reader, questions: Sequence[str], passages: Sequen
             keep = torch.ones(b, k, device=reader.device)
             keep[:, i] = 0
             logits = reader(labels=labels, encoded=encoded, passage_mask=keep, use_cache=False).logits
-            tok, mask = _token_logprobs(logits, labels)
+            tok, mask = token_logprobs(logits, labels)
             out[:, i] = -tok.sum(-1) / mask.sum(-1).clamp(min=1)
         return out
 
@@ -143,7 +144,7 @@ def attention_scores(reader: Reader, questions: Sequence[str], passages: Sequenc
     k = _check(questions, passages, answers)
     previous = getattr(reader.model.config, "_attn_implementation", None)
     try:
-        with _eval(reader):
+        with eval_mode(reader):
             batch = reader.tokenize(questions, passages)
             labels = reader.tokenize_answers(answers).to(reader.device)
             out = reader(batch["input_ids"], batch["attention_mask"], labels=labels, output_attentions=True,

@@ -76,7 +76,8 @@ def gold_indicator(batch: Sequence[QAExample], passages: list[list[Any]]) -> tor
     missing = [e.id for e in batch if not e.gold_ids]
     if missing:
         raise ValueError(f"retriever_loss='gold' needs gold passage ids; example {missing[0]!r} has none")
-    return torch.tensor([[1.0 if p.id in set(e.gold_ids) else 0.0 for p in ps] for e, ps in zip(batch, passages)])
+    golds = [set(e.gold_ids) for e in batch]
+    return torch.tensor([[1.0 if p.id in g else 0.0 for p in ps] for g, ps in zip(golds, passages)])
 
 
 class Trainer:
