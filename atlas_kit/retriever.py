@@ -11,7 +11,6 @@ import copy
 import hashlib
 import logging
 import os
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -20,10 +19,12 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 
+from atlas_kit.batching import (EncodeStats, ReplicaCache, autocast_context, pad_batch, plan_batches,
+                                resolve_devices, run_batches)
 from atlas_kit.passages import passage_text
 from atlas_kit.storage import atomic_dir, atomic_write_json, read_json
 
-__all__ = ["Retriever", "mean_pooling", "default_retriever_path", "autocast_context", "length_batches"]
+__all__ = ["Retriever", "mean_pooling", "default_retriever_path", "autocast_context"]
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +48,6 @@ def mean_pooling(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Te
     summed = (hidden * mask).sum(dim=1)
     counts = mask.sum(dim=1).clamp(min=1e-9)
     return summed / counts
-
-
-def autocast_context(device: torch.device, enabled: bool = True):
-    """bf16 (or fp16 where bf16 is unsupported) autocast on CUDA; a no-op on CPU, where autocast
-    would slow BERT down and change numerics."""
-    if not enabled or device.type != "cuda":
-        return nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
 
 
 class Retriever(torch.nn.Module):
@@ -341,102 +333,94 @@ class Retriever(torch.nn.Module):
         """[n, dim] passage embeddings with gradients (unless the passage encoder is frozen)."""
         return self.embed(self.tokenize(self.passage_texts(passages), "passage"), "passage")
 
-    def _encode(
+    def encode_texts(
         self,
         texts: Sequence[str],
-        side: str,
-        batch_size: int,
-        show_progress: bool | None,
+        side: str = "passage",
+        batch_size: int = 128,
+        max_tokens: int | None = None,
+        devices: Sequence[str | torch.device] | str | torch.device | None = None,
+        amp: bool = True,
+        pin_memory: bool = True,
+        sort_by_length: bool = True,
+        show_progress: bool | None = None,
+        stats: EncodeStats | None = None,
         chunk_size: int = 16384,
         desc: str = "",
-        max_tokens: int | None = None,
-        devices: Sequence[str | torch.device] | None = None,
     ) -> np.ndarray:
-        """Inference encoding in length-sorted batches (less padding: faster than a plain loop).
+        """[n, dim] float32 embeddings (no gradients) of already formatted strings, rows in input order.
 
-        Texts are tokenized in chunks (bounded memory for million-passage corpora), sorted by
-        token length inside each chunk, encoded, and written back in input order. With
-        ``max_tokens``, a batch holds as many texts as fit ``len(batch) * longest <= max_tokens``
-        (never more than ``batch_size``): short texts travel in big batches, long ones in small.
-        With several ``devices``, batches are dealt round-robin to one encoder replica per device,
-        each driven by its own thread (data-parallel inference; kernels release the GIL).
+        The inference path of every encoder call (index builds, query encoding, the bi-encoder
+        reranker): texts are tokenized in chunks of ``chunk_size`` (bounded memory for
+        million-passage corpora), sorted by token length inside each chunk and encoded in batches
+        of ``batch_size`` or, with ``max_tokens``, of at most ``max_tokens`` padded tokens (short
+        texts travel in big batches, long ones in small; see :mod:`atlas_kit.batching`). With
+        several ``devices`` the batches are dealt round-robin to one encoder replica per device,
+        one thread each. ``devices=None``: :attr:`default_devices` if set, else every GPU when
+        there are several, else the encoder's own device. ``stats`` accumulates batches, padding
+        and per-device counts.
         """
+        if side not in ("query", "passage"):
+            raise ValueError(f"side must be 'query' or 'passage', got {side!r}")
+        texts = list(texts)
         n = len(texts)
         out = np.empty((n, self.dim), dtype=np.float32)
         if n == 0:
             return out
         encoder = self._encoder(side)
-        was_training = encoder.training
-        encoder.eval()
-        replicas = self._replicas(encoder, devices)
+        home = next(encoder.parameters()).device
+        models = self._replica_cache.get(encoder, home, self._devices(devices, home))
         max_length = self.query_maxlength if side == "query" else self.passage_maxlength
+        tok = self.tokenizer
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+        pad_type = getattr(tok, "pad_token_type_id", 0) or 0
+        padding_side = getattr(tok, "padding_side", "right")
+
+        def forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            return self._pool(model(**batch).last_hidden_state.float(), batch["attention_mask"])
+
         if show_progress is None:
             show_progress = n > 4 * batch_size
-        bar = tqdm(total=n, desc=desc or f"encode {side}s", unit="text", disable=not show_progress)
-
-        def run(model: torch.nn.Module, device: torch.device, enc: Any, sel: list[int], start: int) -> None:
-            features = [{k: enc[k][i] for k in enc.keys()} for i in sel]
-            batch = self.tokenizer.pad(features, return_tensors="pt")
-            if device.type == "cuda":
-                batch = {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
-            with torch.inference_mode(), autocast_context(device):
-                hidden = model(**batch).last_hidden_state
-            emb = self._pool(hidden.float(), batch["attention_mask"])
-            out[start + np.asarray(sel)] = emb.cpu().numpy()
-            bar.update(len(sel))
-
-        try:
+        if stats is not None:
+            stats.encoded += n
+        with tqdm(total=n, desc=desc or f"encode {side}s", unit="text", disable=not show_progress) as bar:
             for start in range(0, n, chunk_size):
-                chunk = list(texts[start : start + chunk_size])
-                enc = self.tokenizer(chunk, truncation=True, max_length=max_length, padding=False)
-                lengths = [len(x) for x in enc["input_ids"]]
-                order = np.argsort([-x for x in lengths], kind="stable")
-                batches = length_batches(order, lengths, batch_size, max_tokens)
-                if len(replicas) == 1:
-                    model, device = replicas[0]
-                    for sel in batches:
-                        run(model, device, enc, sel, start)
-                else:
-                    from concurrent.futures import ThreadPoolExecutor
+                enc = tok(texts[start : start + chunk_size], truncation=True, max_length=max_length, padding=False)
+                encodings = {k: enc[k] for k in ("input_ids", "token_type_ids") if k in enc}
+                lengths = [len(x) for x in encodings["input_ids"]]
+                batches = plan_batches(lengths, batch_size, max_tokens, sort=sort_by_length)
 
-                    def worker(r: int) -> None:
-                        model, device = replicas[r]
-                        for sel in batches[r :: len(replicas)]:
-                            run(model, device, enc, sel, start)
+                def collate(sel: np.ndarray, encodings: dict = encodings) -> dict[str, torch.Tensor]:
+                    return pad_batch(encodings, sel, pad_id, pad_type, padding_side)
 
-                    with ThreadPoolExecutor(len(replicas)) as pool:
-                        list(pool.map(worker, range(len(replicas))))
-        finally:
-            bar.close()
-            encoder.train(was_training)
+                vectors = run_batches(batches, collate, forward, models, len(lengths), amp=amp,
+                                      pin_memory=pin_memory, stats=stats, progress=bar.update)
+                out[start : start + len(lengths)] = vectors.numpy()
         return out
 
-    def _replicas(self, encoder: PreTrainedModel, devices: Sequence[str | torch.device] | None
-                  ) -> list[tuple[torch.nn.Module, torch.device]]:
-        """(model, device) pairs for inference: the encoder itself, plus eval-mode copies on the
-        other ``devices``. ``devices=None`` means every visible GPU when there are several."""
+    def _devices(self, devices: Sequence[str | torch.device] | str | torch.device | None,
+                 home: torch.device) -> list[torch.device]:
         if devices is None:
-            devices = getattr(self, "default_devices", None)  # e.g. pinned to its rank's GPU by the trainer
-        if devices is None and torch.cuda.device_count() > 1:
-            devices = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-        home = next(encoder.parameters()).device
-        if not devices or len(devices) == 1:
-            return [(encoder, home)]
-        key = (id(encoder), sum(t._version for t in encoder.state_dict().values()), tuple(str(d) for d in devices))
-        cached = getattr(self, "_replica_cache", None)
-        if cached is None or cached[0] != key:
-            reps = []
-            for d in devices:
-                d = torch.device(d)
-                reps.append((encoder, home) if d == home and not reps else (copy.deepcopy(encoder).to(d).eval(), d))
-            self._replica_cache = (key, reps)
-        return self._replica_cache[1]
+            devices = self.default_devices  # e.g. pinned to its rank's GPU by the trainer
+        if devices is None:
+            n_gpus = torch.cuda.device_count()
+            devices = [f"cuda:{i}" for i in range(n_gpus)] if n_gpus > 1 else [home]
+        return resolve_devices(devices, home)
+
+    @property
+    def _replica_cache(self) -> ReplicaCache:
+        """Encoder copies on the other ``devices`` of data-parallel encoding (created on first use;
+        rebuilt when the weights change)."""
+        cache = self.__dict__.get("_replicas")
+        if cache is None:
+            cache = self.__dict__["_replicas"] = ReplicaCache()
+        return cache
 
     def encode_queries(
         self, queries: Sequence[str], batch_size: int = 128, show_progress: bool | None = None
     ) -> np.ndarray:
         """[n, dim] float32 query embeddings (no gradients)."""
-        return self._encode(list(queries), "query", batch_size, show_progress, desc="encode queries")
+        return self.encode_texts(queries, "query", batch_size, show_progress=show_progress, desc="encode queries")
 
     def encode_passages(
         self, passages: Iterable[Any], batch_size: int = 128, show_progress: bool | None = None,
@@ -446,34 +430,11 @@ class Retriever(torch.nn.Module):
 
         ``max_tokens`` bounds padded tokens per batch; ``devices`` (e.g. ``["cuda:0", "cuda:1"]``)
         spreads batches over encoder replicas (default: all GPUs when there are several)."""
-        return self._encode(self.passage_texts(passages), "passage", batch_size, show_progress,
-                            desc="encode passages", max_tokens=max_tokens, devices=devices)
+        return self.encode_texts(self.passage_texts(passages), "passage", batch_size, max_tokens=max_tokens,
+                                 devices=devices, show_progress=show_progress, desc="encode passages")
 
     def forward(self, queries: Sequence[str]) -> torch.Tensor:  # pragma: no cover - convenience
         return self.embed_queries(queries)
-
-
-def length_batches(order: Sequence[int], lengths: Sequence[int], batch_size: int,
-                   max_tokens: int | None = None) -> list[list[int]]:
-    """Split ``order`` (indices sorted by decreasing length) into batches of at most ``batch_size``
-    and, with ``max_tokens``, at most ``max_tokens`` padded tokens (a single over-long text still
-    gets its own batch)."""
-    batches: list[list[int]] = []
-    current: list[int] = []
-    longest = 0
-    for i in order:
-        i = int(i)
-        new_longest = max(longest, lengths[i])
-        too_many = len(current) >= batch_size
-        too_big = max_tokens is not None and current and new_longest * (len(current) + 1) > max_tokens
-        if too_many or too_big:
-            batches.append(current)
-            current, new_longest = [], lengths[i]
-        current.append(i)
-        longest = new_longest
-    if current:
-        batches.append(current)
-    return batches
 
 
 class _Obj:

@@ -33,7 +33,7 @@ def raw_hf_loop(retriever, texts, batch_size, device):
     """The baseline: tokenize each batch with padding, forward, masked mean pool (+ normalise)."""
     import torch
 
-    from atlas_kit.retriever import autocast_context
+    from atlas_kit.batching import autocast_context
 
     model, tok = retriever._encoder("passage"), retriever.tokenizer
     model.eval()

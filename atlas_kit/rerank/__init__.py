@@ -20,7 +20,7 @@ encoder (weight fingerprint) are reused instead of re-encoded. No pretrained cro
 offline here: tests build a tiny one from a config (see :mod:`atlas_kit.rerank.cross_encoder`).
 """
 from atlas_kit.rerank.base import CandidateSet, Reranker, gather_candidates, reorder
-from atlas_kit.rerank.batching import EncodeStats, plan_batches
+from atlas_kit.batching import EncodeStats, plan_batches
 from atlas_kit.rerank.bi_encoder import BiEncoderReranker
 from atlas_kit.rerank.cross_encoder import CrossEncoderReranker
 

@@ -11,7 +11,8 @@ normalisation, so with an unchanged retriever the scores equal the (exact) index
   fingerprint are reused, any others are encoded.
 
 All candidates of a batch of questions are de-duplicated by passage id and encoded together in
-length-sorted batches (see :mod:`atlas_kit.rerank.batching`), never one forward pass per question.
+length-sorted batches by the retriever's own engine (:meth:`Retriever.encode_texts`,
+:mod:`atlas_kit.batching`), never one forward pass per question.
 """
 from __future__ import annotations
 
@@ -23,14 +24,7 @@ import torch
 
 from atlas_kit.index.base import Hits, Index
 from atlas_kit.rerank.base import CandidateSet, Reranker, gather_candidates
-from atlas_kit.rerank.batching import (
-    EncodeStats,
-    ReplicaCache,
-    pad_batch,
-    plan_batches,
-    resolve_devices,
-    run_batches,
-)
+from atlas_kit.batching import EncodeStats, resolve_devices
 
 __all__ = ["BiEncoderReranker", "reusable_sources"]
 
@@ -58,7 +52,7 @@ class BiEncoderReranker(Reranker):
         sort_by_length: bucket by token length (disable only to measure what it buys).
         query_batch_size: batch size for the questions.
 
-    After each call ``last_stats`` (:class:`~atlas_kit.rerank.batching.EncodeStats`) says how many
+    After each call ``last_stats`` (:class:`~atlas_kit.batching.EncodeStats`) says how many
     passages were encoded or reused, in how many batches, with how much padding.
     """
 
@@ -84,7 +78,6 @@ class BiEncoderReranker(Reranker):
         self.sort_by_length = sort_by_length
         self.query_batch_size = query_batch_size
         self.last_stats = EncodeStats()
-        self._replicas = ReplicaCache()
 
     @property
     def encoded_last(self) -> int:
@@ -146,34 +139,13 @@ class BiEncoderReranker(Reranker):
         return self.encode_texts(self.retriever.passage_texts(passages), stats=stats)
 
     def encode_texts(self, texts: Sequence[str], stats: EncodeStats | None = None) -> np.ndarray:
-        """[n, dim] float32 passage-side embeddings of already formatted strings."""
+        """[n, dim] float32 passage-side embeddings of already formatted strings, with this
+        reranker's batching, device and AMP settings."""
         r = self.retriever
-        n = len(texts)
-        if n == 0:
-            return np.empty((0, r.dim), dtype=np.float32)
-        tok = r.tokenizer
-        enc = tok(list(texts), truncation=True, max_length=r.passage_maxlength, padding=False)
-        encodings = {k: enc[k] for k in ("input_ids", "token_type_ids") if k in enc}
-        lengths = [len(x) for x in encodings["input_ids"]]
-        batches = plan_batches(lengths, self.batch_size, self.max_tokens_per_batch, sort=self.sort_by_length)
-        encoder = r._encoder("passage")
-        devices = resolve_devices(self.devices, r.device)
-        models = self._replicas.get(encoder, r.device, devices)
-        pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-        pad_type = getattr(tok, "pad_token_type_id", 0) or 0
-        side = getattr(tok, "padding_side", "right")
-
-        def collate(sel: np.ndarray) -> dict[str, torch.Tensor]:
-            return pad_batch(encodings, sel, pad_id, pad_type, side)
-
-        def forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-            hidden = model(**batch).last_hidden_state
-            return r._pool(hidden.float(), batch["attention_mask"])
-
-        if stats is not None:
-            stats.encoded += n
-        return run_batches(batches, collate, forward, models, n, amp=self.amp, pin_memory=self.pin_memory,
-                           stats=stats).numpy()
+        return r.encode_texts(texts, "passage", batch_size=self.batch_size, max_tokens=self.max_tokens_per_batch,
+                              devices=resolve_devices(self.devices, r.device), amp=self.amp,
+                              pin_memory=self.pin_memory, sort_by_length=self.sort_by_length, show_progress=False,
+                              stats=stats)
 
 
 # ---------------------------------------------------------------------- reuse of stored vectors

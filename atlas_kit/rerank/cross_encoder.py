@@ -5,7 +5,7 @@ encoder and far too slow to run over a corpus: it re-scores the few dozen candid
 returned. Pairs cannot be shared across questions (the question differs), but identical
 (question, passage) pairs in a batch are scored once. All pairs of a batch of questions are
 tokenized once, sorted by length and scored in large batches (fixed size or a padded-token
-budget) under ``torch.inference_mode`` with AMP on CUDA; see :mod:`atlas_kit.rerank.batching`.
+budget) under ``torch.inference_mode`` with AMP on CUDA; see :mod:`atlas_kit.batching`.
 
 Offline note: no pretrained cross-encoder ships with this project (there is no model hub here).
 ``CrossEncoderReranker.from_pretrained`` loads any local folder or hub id for users who have one,
@@ -25,7 +25,7 @@ import torch
 from atlas_kit.index.base import Hits, Index
 from atlas_kit.passages import passage_text
 from atlas_kit.rerank.base import Reranker, gather_candidates
-from atlas_kit.rerank.batching import (
+from atlas_kit.batching import (
     EncodeStats,
     ReplicaCache,
     pad_batch,

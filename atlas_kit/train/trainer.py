@@ -30,7 +30,7 @@ from atlas_kit.index.faiss_index import FaissIndex
 from atlas_kit.losses import retriever_loss
 from atlas_kit.evaluation import evaluate, write_report
 from atlas_kit.reader_signals import reader_signal
-from atlas_kit.retriever import autocast_context
+from atlas_kit.batching import autocast_context
 from atlas_kit.storage import atomic_dir, atomic_write_json, read_json
 from atlas_kit.tasks.qa import QAExample
 from atlas_kit.train.config import TrainConfig, due, parse_schedule

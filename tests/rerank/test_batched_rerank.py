@@ -12,7 +12,7 @@ from atlas_kit import Atlas
 from atlas_kit.index import BM25Index, FaissIndex, HybridIndex
 from atlas_kit.index.base import Hit, Hits
 from atlas_kit.rerank import BiEncoderReranker, CrossEncoderReranker, gather_candidates, plan_batches
-from atlas_kit.rerank.batching import pad_batch
+from atlas_kit.batching import pad_batch
 from tests.conftest import make_tiny_retriever
 
 QS = ["capital of Zorvania", "river into the sea", "copper lamps", "harbour fish", "capital of Zorvania"]
@@ -123,7 +123,7 @@ def test_max_tokens_per_batch_is_respected(tiny_retriever, toy_passages):
     rr = BiEncoderReranker(r, batch_size=64, max_tokens_per_batch=budget)
     stats_emb = rr.encode_passages(toy_passages)
     assert 1 <= rr.last_stats.max_batch_tokens <= budget or rr.last_stats.encoded == 0
-    from atlas_kit.rerank.batching import EncodeStats
+    from atlas_kit.batching import EncodeStats
 
     st = EncodeStats()
     emb = rr.encode_passages(toy_passages, stats=st)

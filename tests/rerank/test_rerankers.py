@@ -6,7 +6,7 @@ import pytest
 from atlas_kit import Atlas
 from atlas_kit.index import FaissIndex
 from atlas_kit.rerank import BiEncoderReranker, CrossEncoderReranker
-from atlas_kit.retriever import length_batches
+from atlas_kit.batching import EncodeStats
 from tests.conftest import make_tiny_retriever
 
 QS = ["capital of Zorvania", "river into the sea", "copper lamps", "harbour fish"]
@@ -54,15 +54,28 @@ def test_dedup_encodes_each_passage_once_and_scatter_keeps_questions(setup, monk
         np.testing.assert_allclose(s, direct, rtol=1e-4, atol=1e-5)
 
 
-def test_length_batches_respect_token_budget():
-    rng = np.random.default_rng(1)
-    lengths = list(rng.integers(1, 60, size=200))
-    order = np.argsort([-x for x in lengths], kind="stable")
-    batches = length_batches(order, lengths, batch_size=32, max_tokens=256)
-    assert sorted(i for b in batches for i in b) == list(range(200))
-    for b in batches:
-        assert len(b) <= 32
-        assert len(b) == 1 or max(lengths[i] for i in b) * len(b) <= 256
+def test_retriever_encoding_runs_on_the_shared_batching_engine(setup, toy_passages):
+    """Chunked, length-sorted, token-budgeted encoding gives the plain vectors; the stats say what
+    it did; sorting cuts padding; a retriever that has encoded can still be deep-copied."""
+    import copy
+
+    r, _ = setup
+    texts = r.passage_texts(toy_passages)
+    plain = r.encode_texts(texts)
+    stats = EncodeStats()
+    chunked = r.encode_texts(texts, batch_size=4, max_tokens=40, chunk_size=3, stats=stats)
+    np.testing.assert_allclose(chunked, plain, rtol=1e-5, atol=1e-6)
+    assert stats.encoded == len(texts) and stats.batches >= -(-len(texts) // 3)
+    assert stats.max_batch_tokens <= 40 or stats.batches == len(texts)
+    unsorted = EncodeStats()
+    r.encode_texts(texts, batch_size=4, sort_by_length=False, stats=unsorted)
+    sorted_ = EncodeStats()
+    r.encode_texts(texts, batch_size=4, stats=sorted_)
+    assert sorted_.padding_ratio <= unsorted.padding_ratio
+    r.encode_texts(texts, devices=["cpu", "cpu"])
+    np.testing.assert_allclose(copy.deepcopy(r).encode_texts(texts), plain, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="side"):
+        r.encode_texts(texts, side="document")
 
 
 def test_max_tokens_encoding_matches_plain(setup, toy_passages):

@@ -1,10 +1,10 @@
-"""Length-bucketed batch encoding shared by the rerankers.
+"""Length-bucketed batch encoding: the one inference engine behind every encoder in atlas_kit.
 
-Every reranker turns a batch of questions and their candidates into one flat list of unique
-inputs (passages for a bi-encoder, (question, passage) pairs for a cross-encoder), tokenizes them
-once without padding, sorts them by token length and cuts the sorted list into batches - of a
-fixed size, or under a padded-token budget (``max_tokens_per_batch``) so that short inputs travel
-in large batches and long ones in small batches. Batches run under ``torch.inference_mode`` with
+The retriever (query and passage embeddings, index builds), the bi-encoder reranker and the
+cross-encoder reranker all encode a flat list of inputs the same way: tokenize once without
+padding, sort by token length and cut the sorted list into batches - of a fixed size, or under a
+padded-token budget (``max_tokens_per_batch``) so that short inputs travel in large batches and
+long ones in small batches. Batches run under ``torch.inference_mode`` with
 AMP (bf16/fp16) on CUDA, pinned host memory and non-blocking host-to-device copies; each device
 keeps its outputs until the end and returns them with one device-to-host copy. With several
 devices the batches are dealt round-robin to one model replica per device, one thread each
@@ -23,9 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from atlas_kit.retriever import autocast_context
-
 __all__ = [
+    "autocast_context",
     "plan_batches",
     "pad_batch",
     "resolve_devices",
@@ -35,6 +34,15 @@ __all__ = [
 ]
 
 PAD_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def autocast_context(device: torch.device, enabled: bool = True):
+    """bf16 (or fp16 where bf16 is unsupported) autocast on CUDA; a no-op on CPU, where autocast
+    would slow BERT down and change numerics."""
+    if not enabled or device.type != "cuda":
+        return nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
 
 
 def plan_batches(
@@ -176,6 +184,17 @@ class ReplicaCache:
         with self._lock:
             self._replicas.clear()
 
+    def __deepcopy__(self, memo: dict) -> "ReplicaCache":
+        # replicas are derived from their source's weights: a copied owner starts with none
+        # (and a lock cannot be copied)
+        return ReplicaCache()
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
+
 
 def _same_device(a: torch.device, b: torch.device) -> bool:
     if a.type != b.type:
@@ -232,13 +251,15 @@ def run_batches(
     amp: bool = True,
     pin_memory: bool = True,
     stats: EncodeStats | None = None,
+    progress: Callable[[int], Any] | None = None,
 ) -> torch.Tensor:
     """Run ``forward(model, collate(batch))`` over ``batches`` and scatter the rows back.
 
     Returns a float32 CPU tensor whose row ``i`` is the output for input ``i`` (of ``n``).
     ``models`` holds one (device, model) worker per entry; batch ``j`` runs on worker
     ``j % n_workers``. Outputs stay on their device until all of the worker's batches are done
-    (no per-batch synchronisation), then come back in one copy.
+    (no per-batch synchronisation), then come back in one copy. ``progress(n_inputs)`` is called
+    after each batch (e.g. a tqdm bar's ``update``).
     """
     workers = list(models)
     if not batches:
@@ -264,6 +285,8 @@ def run_batches(
                 with autocast_context(device, enabled=amp):
                     y = forward(model, batch)
                 outs.append(y.float())
+                if progress is not None:
+                    progress(len(sel))
             result = torch.cat(outs).cpu()
         return np.concatenate(mine), result, tokens, padded, widest
 
@@ -275,7 +298,7 @@ def run_batches(
         if len(workers) == 1:
             results = [work(0)]
         else:
-            with ThreadPoolExecutor(max_workers=len(workers), thread_name_prefix="rerank-encode") as pool:
+            with ThreadPoolExecutor(max_workers=len(workers), thread_name_prefix="atlas-encode") as pool:
                 results = list(pool.map(work, range(len(workers))))
     finally:
         for m, t in zip(unique_models, was_training):
