@@ -124,25 +124,40 @@ def leave_one_out_nll(reader: Reader, questions: Sequence[str], passages: Sequen
 
 
 def attention_scores(reader: Reader, questions: Sequence[str], passages: Sequence[Sequence[Any]],
-                     answers: Sequence[str], normalize: bool = False) -> torch.Tensor:
+                     answers: Sequence[str], normalize: bool = False, value_norms: bool = False,
+                     tokens: str = "all") -> torch.Tensor:
     """ADist target [B, k]: the decoder's cross-attention mass on each passage.
 
     One teacher-forced FiD forward with ``output_attentions=True``; the attention weights are
-    summed over decoder layers, heads, real answer tokens (padded label positions excluded) and
-    the passage's non-padding tokens. Each (layer, head, answer token) spreads mass 1 over the
-    fused input, so the scores of one example sum to layers x heads x answer tokens.
-    ``normalize=True`` divides by that count (scores then sum to 1 per example: the share of
-    attention each passage gets), which keeps the target's scale independent of model size and
-    answer length - worth considering with a small ``temperature_gold``, since the raw sum makes
-    softmax(g/τg) nearly one-hot. Atlas instead averages over heads and divides by a constant
-    (256 x layers x answer tokens).
+    summed over decoder layers, heads, answer tokens (padded label positions excluded) and the
+    passage's non-padding tokens. Each (layer, head, answer token) spreads mass 1 over the fused
+    input, so the scores of one example sum to layers x heads x answer tokens.
 
-    Not implemented: Atlas's optional "value norm" weighting (attention x ‖v‖) and its per-token
-    variants (first token, top-k tokens). The reader is switched to eager attention for the
-    forward (SDPA cannot return weights) and switched back afterwards.
+    Options (Atlas's aggregation variants):
+
+    * ``normalize=True`` divides by that count (scores then sum to 1 per example: the share of
+      attention each passage gets), which keeps the target's scale independent of model size and
+      answer length - worth considering with a small ``temperature_gold``, since the raw sum makes
+      softmax(g/τg) nearly one-hot. Atlas instead divides by a constant (256 x layers x answer tokens).
+    * ``value_norms=True`` weights each attention weight by the norm of the value vector it reads
+      (α·‖v‖, Atlas's "norms" scores): a token attended to but carrying a small value contributes
+      little to the output, so it should count little as evidence.
+    * ``tokens="first"`` uses the first answer token only (FiD-KD's choice) instead of all of them.
+
+    The reader is switched to eager attention for the forward (SDPA cannot return weights) and
+    switched back afterwards.
     """
+    if tokens not in ("all", "first"):
+        raise ValueError(f"tokens must be 'all' or 'first', got {tokens!r}")
     k = _check(questions, passages, answers)
     previous = getattr(reader.model.config, "_attn_implementation", None)
+    values: dict[int, torch.Tensor] = {}
+    hooks = []
+    if value_norms:
+        for i, block in enumerate(reader.model.decoder.block):
+            projection = block.layer[1].EncDecAttention.v  # values of the cross-attention, [B, k*L, inner]
+            hooks.append(projection.register_forward_hook(
+                lambda _m, _inp, out, i=i: values.__setitem__(i, out.detach())))
     try:
         with eval_mode(reader):
             batch = reader.tokenize(questions, passages)
@@ -150,10 +165,18 @@ def attention_scores(reader: Reader, questions: Sequence[str], passages: Sequenc
             out = reader(batch["input_ids"], batch["attention_mask"], labels=labels, output_attentions=True,
                          use_cache=False)
             answer_mask = (labels != -100).float()  # [B, T]
+            if tokens == "first":
+                answer_mask = torch.zeros_like(answer_mask)
+                answer_mask[:, 0] = 1.0
             b, _, length = batch["input_ids"].shape
             total = None
-            for layer in out.cross_attentions:  # each [B, heads, T, k*L]; accumulated, not stacked
-                mass = torch.einsum("bhtn,bt->bn", layer.float(), answer_mask)
+            for i, layer in enumerate(out.cross_attentions):  # each [B, heads, T, k*L]; accumulated, not stacked
+                weights = layer.float()
+                if value_norms:
+                    heads = weights.shape[1]
+                    norms = values[i].float().view(b, k * length, heads, -1).norm(dim=-1)  # [B, k*L, heads]
+                    weights = weights * norms.permute(0, 2, 1)[:, :, None, :]
+                mass = torch.einsum("bhtn,bt->bn", weights, answer_mask)
                 total = mass if total is None else total + mass
             if total is None:
                 raise ValueError("the reader returned no cross-attentions (a decoder with no layers?)")
@@ -165,6 +188,8 @@ def attention_scores(reader: Reader, questions: Sequence[str], passages: Sequenc
                 scores = scores / count.clamp(min=1)
             return scores
     finally:
+        for h in hooks:
+            h.remove()
         if previous is not None and getattr(reader.model.config, "_attn_implementation", None) != previous:
             reader.model.set_attn_implementation(previous)
 

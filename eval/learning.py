@@ -17,11 +17,18 @@ Setup (all seeded, CPU, minutes):
   memorises the training entities when trained on, which lowers held-out EM whatever the retriever
   does; holding it fixed makes the EM columns measure the retriever's effect alone.
 
+Before the joint runs, a *signal probe* asks each objective's reader signal, on test questions,
+which of k passages is the gold one - on the weak retriever's own top-k (when it holds the gold
+passage) and on hard sets (the gold passage + k-1 passages of other entities holding a value of
+the answer's type, e.g. three other "Lord ..." leaders) - and measures the reader's EM on the same
+sets. It shows why ``adist`` fails here (see README "Few-shot training").
+
 Reports R@1 / R@k / EM on held-out test questions (entities never seen in training) before and after,
 per objective, as a table, ``eval/results/learning.json`` and ``eval/results/learning.png``.
 
     python eval/learning.py --threads 1   # the published run (17 min on one core)
     python eval/learning.py --quick    # a smaller world and fewer steps (a smoke run)
+    python eval/learning.py --threads 2 --objectives "" --name learning-probe   # warm-up + probe only
 """
 from __future__ import annotations
 
@@ -40,6 +47,7 @@ from atlas_kit.demo import train_reader_curriculum
 from atlas_kit.index import FaissIndex
 from atlas_kit.metrics import qa_scores, recall_at_k
 from atlas_kit.passages import Passages
+from atlas_kit.reader_signals import reader_signal
 from atlas_kit.reader import Reader
 from atlas_kit.retriever import Retriever
 from atlas_kit.tasks.qa import QAExample
@@ -71,6 +79,62 @@ def measure(atlas: Atlas, exs: list[QAExample], k: int) -> dict[str, float]:
     same_type = sum(f" {e.answers[0].split()[0]} " in f" {p.text} " for e, h in zip(exs, hits) for p in h)
     return {"R@1": rec["R@1"], f"R@{k}": rec[f"R@{k}"], "EM": qa["EM"], "F1": qa["F1"], "EM top-1": qa1["EM"],
             "same_entity": 100.0 * same_entity / n, "same_type": 100.0 * same_type / n}
+
+
+# (label, objective, reader-signal options): every objective's signal, plus Atlas's ADist variants
+PROBED: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("adist", "adist", {}), ("adist α·‖v‖", "adist", {"value_norms": True}),
+    ("adist first token", "adist", {"tokens": "first"}),
+    ("pdist", "pdist", {}), ("loop", "loop", {}), ("emdr2", "emdr2", {}),
+)
+
+
+def probe_sets(atlas: Atlas, passages: Passages, exs: list[QAExample], k: int, seed: int
+               ) -> dict[str, tuple[list[QAExample], list[list[Any]]]]:
+    """Two kinds of k-passage sets that hold the gold passage: the weak retriever's own top-k
+    (questions where it found the gold passage), and hard sets: gold + k-1 passages of other
+    entities whose text holds the answer's type word ("Lord" for "Lord Vex"), gold at a random slot."""
+    rng = np.random.default_rng(seed)
+    hits = atlas.retrieve([e.question for e in exs], k=k)
+    found = [(e, list(h)) for e, h in zip(exs, hits) if e.gold_ids[0] in h.ids]
+    by_word: dict[str, list[Any]] = {}
+    for p in passages:
+        for w in set(p.text.replace(".", " ").split()):
+            by_word.setdefault(w, []).append(p)
+    hard: list[tuple[QAExample, list[Any]]] = []
+    for e in exs:
+        entity = e.gold_ids[0].split("-")[0]
+        pool = [p for p in by_word.get(e.answers[0].split()[0], []) if p.id.split("-")[0] != entity]
+        if len(pool) < k - 1:
+            continue
+        chosen = [pool[i] for i in rng.choice(len(pool), size=k - 1, replace=False)]
+        chosen.insert(int(rng.integers(k)), passages.get(e.gold_ids[0]))
+        hard.append((e, chosen))
+    return {f"retrieved top-{k} (gold among them)": ([e for e, _ in found], [c for _, c in found]),
+            f"gold + {k - 1} same-type passages of other entities": ([e for e, _ in hard], [c for _, c in hard])}
+
+
+def signal_probe(atlas: Atlas, sets: dict[str, tuple[list[QAExample], list[list[Any]]]],
+                 batch_size: int = 32) -> list[dict[str, Any]]:
+    """Per set kind: the reader's EM on the set, and for each objective's reader signal how often
+    its highest-scored passage is the gold one (chance = 1/k)."""
+    rows = []
+    for kind, (exs, sets_) in sets.items():
+        row: dict[str, Any] = {"sets": kind, "n": len(exs)}
+        preds = atlas.reader.generate([e.question for e in exs], sets_, batch_size=batch_size)
+        row["reader EM"] = round(qa_scores(preds, [e.answers for e in exs])["EM"], 1)
+        for name, signal, options in PROBED:
+            hit = 0
+            for s in range(0, len(exs), batch_size):
+                chunk, ctx = exs[s : s + batch_size], sets_[s : s + batch_size]
+                with torch.no_grad():
+                    scores = reader_signal(signal, atlas.reader, [e.question for e in chunk], ctx,
+                                           [e.target for e in chunk], **options)
+                best = scores.argmax(-1).tolist()
+                hit += sum(c[j].id == e.gold_ids[0] for e, c, j in zip(chunk, ctx, best))
+            row[f"{name}: top = gold %"] = round(100.0 * hit / max(len(exs), 1), 1)
+        rows.append(row)
+    return rows
 
 
 def main() -> None:
@@ -128,6 +192,9 @@ def main() -> None:
     warmup_s = time.perf_counter() - t0
     before = measure(atlas, test, k)
     print(f"after reader warm-up ({warmup_s:.0f}s): {before}")
+    probe = signal_probe(atlas, probe_sets(atlas, passages, test, k, args.seed))
+    for row in probe:
+        print(f"signal probe: {row}")
     warm_reader, warm_retriever = copy.deepcopy(reader.state_dict()), copy.deepcopy(retriever.state_dict())
 
     rows: list[dict[str, Any]] = []
@@ -169,8 +236,12 @@ def main() -> None:
             r["R@1 / gold"] = round(r["R@1 after"] / upper, 3)
     meta = {"args": vars(args), "world": {"entities": args.entities, "passages": len(passages), "train": len(train),
                                           "dev": len(dev), "test": len(test)},
-            "warmup_seconds": round(warmup_s, 1), "before": before, "curves_dev_R@1": curves,
+            "warmup_seconds": round(warmup_s, 1), "before": before, "signal_probe": probe,
+            "curves_dev_R@1": curves,
             "total_seconds": round(time.perf_counter() - t_all, 1)}
+    if not rows:  # warm-up + signal probe only
+        _common.report(args.name, probe, meta, title=f"Which passage does each reader signal pick? (test, k={k})")
+        return
     _common.report(args.name, rows, meta, title=f"Retriever learning from the reader (test questions, k={k})")
     plot(curves, _common.RESULTS / f"{args.name}.png", k)
 

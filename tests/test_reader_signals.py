@@ -78,6 +78,33 @@ def test_attention_scores_total_mass(setup):
     assert torch.allclose(normalized.sum(-1), torch.ones(2), atol=1e-5)
 
 
+def test_attention_first_token_and_value_norm_variants(setup):
+    reader, qs, ps, ans = setup
+    layers, heads = reader.model.config.num_decoder_layers, reader.model.config.num_heads
+    first = attention_scores(reader, qs, ps, ans, tokens="first")
+    assert torch.allclose(first.sum(-1), torch.full((2,), float(layers * heads)), rtol=1e-4)  # one token's mass
+    assert (first <= attention_scores(reader, qs, ps, ans) + 1e-5).all()
+    # α·‖v‖ by hand: values projected from the encoder output directly (no hooks), weights from the forward
+    weighted = attention_scores(reader, qs, ps, ans, value_norms=True)
+    reader.eval()
+    with torch.no_grad():
+        batch = reader.tokenize(qs, ps)
+        labels = reader.tokenize_answers(ans)
+        out = reader(batch["input_ids"], batch["attention_mask"], labels=labels, output_attentions=True, use_cache=False)
+        hidden, _ = reader.encode(batch["input_ids"], batch["attention_mask"])
+        b, k, length = batch["input_ids"].shape
+        real = (labels != -100).float()
+        context = batch["attention_mask"].view(b, k * length).float()
+        expected = torch.zeros(b, k)
+        for block, att in zip(reader.model.decoder.block, out.cross_attentions):
+            v = block.layer[1].EncDecAttention.v(hidden).view(b, k * length, heads, -1).norm(dim=-1)  # [b, n, h]
+            mass = torch.einsum("bhtn,bnh,bt->bn", att.float(), v, real) * context
+            expected += mass.view(b, k, length).sum(-1)
+    assert torch.allclose(weighted, expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="tokens"):
+        attention_scores(reader, qs, ps, ans, tokens="last")
+
+
 def test_attention_scores_do_not_depend_on_the_other_examples_padding(setup):
     reader, qs, ps, ans = setup
     together = attention_scores(reader, qs, ps, ans)
