@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import weakref
 from contextlib import nullcontext
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -151,33 +152,36 @@ def _weights_version(module: torch.nn.Module) -> int:
 
 
 class ReplicaCache:
-    """Per-device copies of a model, refreshed when the source's weights change.
+    """Per-device copies of models, refreshed when a source's weights change.
 
-    The source module is used as is on its own device (and by every CPU worker); on any other
-    device one deep copy is made (outside inference mode, so its tensors stay ordinary ones) and
-    reused until an optimizer step or ``load_state_dict`` bumps the source's version counters.
+    A source module is used as is on its own device (and by every CPU worker); on any other
+    device one deep copy per (source, device) is made (outside inference mode, so its tensors stay
+    ordinary ones) and reused until an optimizer step or ``load_state_dict`` bumps the source's
+    version counters. Several sources (a retriever's query and passage encoders) share one cache
+    without evicting each other's copies.
     """
 
     def __init__(self) -> None:
-        self._replicas: dict[torch.device, tuple[tuple[int, int], torch.nn.Module]] = {}
+        self._replicas: dict[tuple[int, torch.device], tuple[Any, int, torch.nn.Module]] = {}
         self._lock = threading.Lock()
 
     def get(self, source: torch.nn.Module, source_device: torch.device,
             devices: Sequence[torch.device]) -> list[tuple[torch.device, torch.nn.Module]]:
         out = []
-        key = (id(source), _weights_version(source))
+        version = _weights_version(source)
         with self._lock:
             for d in devices:
                 if _same_device(d, source_device):
                     out.append((d, source))
                     continue
-                cached = self._replicas.get(d)
-                if cached is None or cached[0] != key:
+                key = (id(source), d)
+                cached = self._replicas.get(key)
+                if cached is None or cached[0]() is not source or cached[1] != version:
                     with torch.inference_mode(False), torch.no_grad():
                         replica = copy.deepcopy(source).to(d)
                     replica.eval()
-                    self._replicas[d] = (key, replica)
-                out.append((d, self._replicas[d][1]))
+                    self._replicas[key] = (weakref.ref(source), version, replica)
+                out.append((d, self._replicas[key][2]))
         return out
 
     def clear(self) -> None:
@@ -262,6 +266,12 @@ def run_batches(
     after each batch (e.g. a tqdm bar's ``update``).
     """
     workers = list(models)
+    if progress is not None and len(workers) > 1:
+        report, lock = progress, threading.Lock()
+
+        def progress(n_inputs: int) -> Any:  # worker threads report one at a time
+            with lock:
+                return report(n_inputs)
     if not batches:
         return torch.empty((0,), dtype=torch.float32)
     assignment: list[list[np.ndarray]] = [list(batches[w :: len(workers)]) for w in range(len(workers))]

@@ -135,8 +135,8 @@ def attention_scores(reader: Reader, questions: Sequence[str], passages: Sequenc
 
     Options (Atlas's aggregation variants):
 
-    * ``normalize=True`` divides by that count (scores then sum to 1 per example: the share of
-      attention each passage gets), which keeps the target's scale independent of model size and
+    * ``normalize=True`` divides by that count (scores then sum to 1 per example - the share of
+      attention each passage gets - unless ``value_norms`` weights them), which keeps the target's scale independent of model size and
       answer length - worth considering with a small ``temperature_gold``, since the raw sum makes
       softmax(g/τg) nearly one-hot. Atlas instead divides by a constant (256 x layers x answer tokens).
     * ``value_norms=True`` weights each attention weight by the norm of the value vector it reads
@@ -153,12 +153,12 @@ def attention_scores(reader: Reader, questions: Sequence[str], passages: Sequenc
     previous = getattr(reader.model.config, "_attn_implementation", None)
     values: dict[int, torch.Tensor] = {}
     hooks = []
-    if value_norms:
-        for i, block in enumerate(reader.model.decoder.block):
-            projection = block.layer[1].EncDecAttention.v  # values of the cross-attention, [B, k*L, inner]
-            hooks.append(projection.register_forward_hook(
-                lambda _m, _inp, out, i=i: values.__setitem__(i, out.detach())))
     try:
+        if value_norms:
+            for i, block in enumerate(reader.model.decoder.block):
+                projection = block.layer[1].EncDecAttention.v  # values of the cross-attention, [B, k*L, inner]
+                hooks.append(projection.register_forward_hook(
+                    lambda _m, _inp, out, i=i: values.__setitem__(i, out.detach())))
         with eval_mode(reader):
             batch = reader.tokenize(questions, passages)
             labels = reader.tokenize_answers(answers).to(reader.device)

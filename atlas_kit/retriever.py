@@ -380,7 +380,7 @@ class Retriever(torch.nn.Module):
             return self._pool(model(**batch).last_hidden_state.float(), batch["attention_mask"])
 
         if show_progress is None:
-            show_progress = n > 4 * batch_size
+            show_progress = n > 4 * (batch_size or 128)
         if stats is not None:
             stats.encoded += n
         with tqdm(total=n, desc=desc or f"encode {side}s", unit="text", disable=not show_progress) as bar:

@@ -86,6 +86,7 @@ def test_attention_first_token_and_value_norm_variants(setup):
     assert (first <= attention_scores(reader, qs, ps, ans) + 1e-5).all()
     # α·‖v‖ by hand: values projected from the encoder output directly (no hooks), weights from the forward
     weighted = attention_scores(reader, qs, ps, ans, value_norms=True)
+    was_training = reader.model.training
     reader.eval()
     with torch.no_grad():
         batch = reader.tokenize(qs, ps)
@@ -100,6 +101,7 @@ def test_attention_first_token_and_value_norm_variants(setup):
             v = block.layer[1].EncDecAttention.v(hidden).view(b, k * length, heads, -1).norm(dim=-1)  # [b, n, h]
             mass = torch.einsum("bhtn,bnh,bt->bn", att.float(), v, real) * context
             expected += mass.view(b, k, length).sum(-1)
+    reader.train(was_training)
     assert torch.allclose(weighted, expected, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="tokens"):
         attention_scores(reader, qs, ps, ans, tokens="last")
