@@ -21,6 +21,8 @@ Stages, each reported as a row (R@1/5/20 on the held-out questions):
 
     python eval/squad_open_training.py --index-dir indexes/squad-open-minilm --threads 1
     python eval/squad_open_training.py ... --mlm-steps 600 --warmup-steps 600 --objectives pdist --name squad_open_training_mlm
+    python eval/squad_open_training.py --objectives gold --refresh reindex --steps 150 --warmup-steps 100 \
+        --em-eval 100 --threads 2 --name squad_open_training_gold_reindex   # both sides, gold labels (~40 min)
 """
 from __future__ import annotations
 
@@ -62,6 +64,10 @@ def main() -> None:
     ap.add_argument("--retriever-lr", type=float, default=2e-5)
     ap.add_argument("--temperature", type=float, default=0.1, help="τs = τg")
     ap.add_argument("--objectives", default="gold,pdist")
+    ap.add_argument("--refresh", default="query_side", choices=("query_side", "reindex"),
+                    help="query_side: passage encoder frozen; reindex: both encoders trained, corpus re-embedded "
+                         "every --reindex-every steps")
+    ap.add_argument("--reindex-every", type=int, default=50)
     ap.add_argument("--em-eval", type=int, default=300, help="held-out questions for the reader's EM")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
@@ -113,15 +119,22 @@ def main() -> None:
                  "EM": round(em["EM"], 1), "F1": round(em["F1"], 1), "seconds": round(time.perf_counter() - t0)})
     print(rows[-1])
     warm_reader, warm_retriever = copy.deepcopy(reader), copy.deepcopy(retriever)
+    index0 = atlas.index  # built by the shipped encoder; a reindex run replaces atlas.index
 
     for name in [o.strip() for o in args.objectives.split(",") if o.strip()]:
         atlas.reader, atlas.retriever = copy.deepcopy(warm_reader), copy.deepcopy(warm_retriever)
-        cfg = TrainConfig(steps=args.steps, retriever_loss=name, refresh="query_side", retriever_lr=args.retriever_lr,
-                          warmup_steps=20, **base)
+        atlas.swap_index(index0)  # every objective starts from the index of the retriever it starts from
+        refresh = {"refresh": "query_side"} if args.refresh == "query_side" else {
+            "refresh": "reindex", "refresh_schedule": f"0-{10**9}:{args.reindex_every}"}
+        cfg = TrainConfig(steps=args.steps, retriever_loss=name, retriever_lr=args.retriever_lr, warmup_steps=20,
+                          **refresh, **base)
         t0 = time.perf_counter()
-        Trainer(atlas, cfg).fit(train)
+        trainer = Trainer(atlas, cfg)
+        trainer.fit(train)
+        if args.refresh == "reindex" and args.steps % args.reindex_every:
+            trainer.reindex()  # the index matches the final passage encoder
         em = evaluate(atlas, held_out[: args.em_eval], k=args.k, batch_size=32).metrics
-        rows.append({"stage": f"{name} ({args.steps} steps, query side)", **recall(atlas, held_out),
+        rows.append({"stage": f"{name} ({args.steps} steps, {args.refresh.replace('_', ' ')})", **recall(atlas, held_out),
                      "EM": round(em["EM"], 1), "F1": round(em["F1"], 1), "seconds": round(time.perf_counter() - t0)})
         print(rows[-1])
 
