@@ -288,6 +288,27 @@ class Retriever(torch.nn.Module):
         for enc in {id(e): e for e in (self.query_encoder, self.passage_encoder) if e is not None}.values():
             enc.gradient_checkpointing_enable()
 
+    def set_dropout(self, p: float) -> None:
+        """Set every dropout probability of the encoders (hidden and attention) to ``p``.
+
+        Dropout only acts in training mode, but there it is costly on CPU: a both-side training
+        step on SQuAD-open runs 2.1x faster with 0 than with MiniLM's 0.1
+        (``eval/bench_train_step.py``). ``p=0`` trains without it (a speed/regularisation
+        trade-off for few-shot runs). The model configs are updated too, so a saved retriever
+        reloads with the same setting.
+        """
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {p}")
+        for enc in {id(e): e for e in (self.query_encoder, self.passage_encoder) if e is not None}.values():
+            for module in enc.modules():
+                if isinstance(module, torch.nn.Dropout):
+                    module.p = p
+                if hasattr(module, "dropout_prob"):  # attention dropout handed to SDPA kernels
+                    module.dropout_prob = p
+            for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+                if hasattr(enc.config, name):
+                    setattr(enc.config, name, p)
+
     # ------------------------------------------------------------------ embedding
     def _encoder(self, side: str) -> PreTrainedModel:
         if side == "query" or self.passage_encoder is None:

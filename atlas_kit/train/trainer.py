@@ -107,6 +107,8 @@ class Trainer:
         np.random.seed(self.cfg.seed)
         if self.cfg.refresh == "query_side":
             self.retriever.freeze_passage_encoder()
+        if self.cfg.retriever_dropout is not None:
+            self.retriever.set_dropout(self.cfg.retriever_dropout)
         if self.cfg.gradient_checkpointing:
             self.reader.gradient_checkpointing_enable()
             self.retriever.gradient_checkpointing_enable()

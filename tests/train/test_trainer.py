@@ -44,6 +44,22 @@ def test_schedule_parsing():
         TrainConfig.from_dict({"stepz": 3})
 
 
+def test_retriever_dropout_option_turns_training_noise_off_and_survives_saving(tmp_path):
+    with pytest.raises(ValueError, match="retriever_dropout"):
+        TrainConfig(retriever_dropout=1.0)
+    atlas, _ = make_setup()
+    r = atlas.retriever
+    r.train()
+    qs = ["capital of zorvania", "who leads oska"]
+    assert not torch.allclose(r.embed_queries(qs), r.embed_queries(qs))  # dropout 0.1: two draws differ
+    Trainer(atlas, TrainConfig(retriever_dropout=0.0))
+    r.train()
+    assert torch.equal(r.embed_queries(qs), r.embed_queries(qs))  # training mode, no noise
+    assert all(m.p == 0.0 for m in r.query_encoder.modules() if isinstance(m, torch.nn.Dropout))
+    r.save_pretrained(tmp_path / "r")
+    assert type(r).from_pretrained(str(tmp_path / "r")).query_encoder.config.hidden_dropout_prob == 0.0
+
+
 def test_query_side_leaves_passage_encoder_bitwise_unchanged():
     atlas, examples = make_setup()
     before_q = params(atlas.retriever.query_encoder)
