@@ -36,7 +36,7 @@ import argparse
 import copy
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
 import _common  # noqa: F401  (sys.path, offline env)
 import numpy as np
@@ -89,6 +89,36 @@ PROBED: tuple[tuple[str, str, dict[str, Any]], ...] = (
 )
 
 
+def same_type_passages(passages: Passages) -> Callable[[QAExample], list[Any]]:
+    """For a question: the passages of OTHER entities whose text holds its answer's type word."""
+    by_word: dict[str, list[Any]] = {}
+    for p in passages:
+        for w in set(p.text.replace(".", " ").split()):
+            by_word.setdefault(w, []).append(p)
+
+    def pool(e: QAExample) -> list[Any]:
+        entity = e.gold_ids[0].split("-")[0]
+        return [p for p in by_word.get(e.answers[0].split()[0], []) if p.id.split("-")[0] != entity]
+
+    return pool
+
+
+def with_distractors(sets: list[list[Any]], exs: list[QAExample], passages: Passages, share: float,
+                     seed: int) -> list[list[Any]]:
+    """``sets`` with each non-gold slot replaced, with probability ``share``, by a same-type passage
+    of another entity (the reader warm-up's hard negatives; the retriever never sees them)."""
+    rng = np.random.default_rng(seed + 1)
+    pool_of = same_type_passages(passages)
+    out = []
+    for e, cand in zip(exs, sets):
+        pool, cand = pool_of(e), list(cand)
+        for j, p in enumerate(cand):
+            if p.id != e.gold_ids[0] and pool and rng.random() < share:
+                cand[j] = pool[int(rng.integers(len(pool)))]
+        out.append(cand)
+    return out
+
+
 def probe_sets(atlas: Atlas, passages: Passages, exs: list[QAExample], k: int, seed: int
                ) -> dict[str, tuple[list[QAExample], list[list[Any]]]]:
     """Two kinds of k-passage sets that hold the gold passage: the weak retriever's own top-k
@@ -97,14 +127,10 @@ def probe_sets(atlas: Atlas, passages: Passages, exs: list[QAExample], k: int, s
     rng = np.random.default_rng(seed)
     hits = atlas.retrieve([e.question for e in exs], k=k)
     found = [(e, list(h)) for e, h in zip(exs, hits) if e.gold_ids[0] in h.ids]
-    by_word: dict[str, list[Any]] = {}
-    for p in passages:
-        for w in set(p.text.replace(".", " ").split()):
-            by_word.setdefault(w, []).append(p)
+    pool_of = same_type_passages(passages)
     hard: list[tuple[QAExample, list[Any]]] = []
     for e in exs:
-        entity = e.gold_ids[0].split("-")[0]
-        pool = [p for p in by_word.get(e.answers[0].split()[0], []) if p.id.split("-")[0] != entity]
+        pool = pool_of(e)
         if len(pool) < k - 1:
             continue
         chosen = [pool[i] for i in rng.choice(len(pool), size=k - 1, replace=False)]
@@ -142,6 +168,9 @@ def main() -> None:
     ap.add_argument("--entities", type=int, default=1500)
     ap.add_argument("--k", type=int, default=4, help="passages per question for the reader (n_context)")
     ap.add_argument("--warmup-steps", type=int, default=5000, help="reader warm-up steps")
+    ap.add_argument("--warmup-distractors", type=float, default=0.0,
+                    help="share of the non-gold slots of the warm-up's retrieved sets replaced by same-type "
+                         "passages of other entities (teaches the reader to tell them apart)")
     ap.add_argument("--steps", type=int, default=400, help="joint training steps per objective")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--reader-lr", type=float, default=0.0,
@@ -184,10 +213,12 @@ def main() -> None:
 
     # reader warm-up (the retriever is untouched: it never sees a label)
     t0 = time.perf_counter()
-    retrieved = atlas.retrieve([e.question for e in train], k=k)
+    retrieved = [list(h) for h in atlas.retrieve([e.question for e in train], k=k)]
     gold = [passages.get(e.gold_ids[0]) for e in train]
+    if args.warmup_distractors:
+        retrieved = with_distractors(retrieved, train, passages, args.warmup_distractors, args.seed)
     train_reader_curriculum(reader, [e.question for e in train], [e.target for e in train], gold,
-                            [list(h) for h in retrieved], steps=args.warmup_steps, k=k, gold_only_fraction=0.4,
+                            retrieved, steps=args.warmup_steps, k=k, gold_only_fraction=0.4,
                             gold_mix=0.3, batch_size=16, lr=1e-3, seed=args.seed)
     warmup_s = time.perf_counter() - t0
     before = measure(atlas, test, k)
