@@ -284,8 +284,12 @@ class Retriever(torch.nn.Module):
             p.requires_grad_(False)
         self.passage_encoder.eval()
 
+    def _encoders(self) -> list[PreTrainedModel]:
+        """The distinct encoders (one when shared, two when untied)."""
+        return list({id(e): e for e in (self.query_encoder, self.passage_encoder) if e is not None}.values())
+
     def gradient_checkpointing_enable(self) -> None:
-        for enc in {id(e): e for e in (self.query_encoder, self.passage_encoder) if e is not None}.values():
+        for enc in self._encoders():
             enc.gradient_checkpointing_enable()
 
     def set_dropout(self, p: float) -> None:
@@ -299,7 +303,7 @@ class Retriever(torch.nn.Module):
         """
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {p}")
-        for enc in {id(e): e for e in (self.query_encoder, self.passage_encoder) if e is not None}.values():
+        for enc in self._encoders():
             for module in enc.modules():
                 if isinstance(module, torch.nn.Dropout):
                     module.p = p
