@@ -28,6 +28,7 @@ __all__ = [
     "autocast_context",
     "plan_batches",
     "pad_batch",
+    "padding_collate",
     "resolve_devices",
     "ReplicaCache",
     "EncodeStats",
@@ -119,6 +120,20 @@ def pad_batch(
         if types is not None:
             out["token_type_ids"][j, s] = types[i]
     return {k: torch.from_numpy(v) for k, v in out.items()}
+
+
+def padding_collate(tokenizer: Any, encodings: Mapping[str, Sequence[Sequence[int]]]
+                    ) -> Callable[[Sequence[int]], dict[str, torch.Tensor]]:
+    """``collate(sel)`` for :func:`run_batches`: pads the selected pre-tokenized inputs with the
+    tokenizer's own pad token, pad token type and padding side."""
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad_type = getattr(tokenizer, "pad_token_type_id", 0) or 0
+    side = getattr(tokenizer, "padding_side", "right")
+
+    def collate(sel: Sequence[int]) -> dict[str, torch.Tensor]:
+        return pad_batch(encodings, sel, pad_id, pad_type, side)
+
+    return collate
 
 
 def resolve_devices(devices: Sequence[str | torch.device] | str | torch.device | None,

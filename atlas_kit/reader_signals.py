@@ -135,10 +135,11 @@ def attention_scores(reader: Reader, questions: Sequence[str], passages: Sequenc
 
     Options (Atlas's aggregation variants):
 
-    * ``normalize=True`` divides by that count (scores then sum to 1 per example - the share of
-      attention each passage gets - unless ``value_norms`` weights them), which keeps the target's scale independent of model size and
-      answer length - worth considering with a small ``temperature_gold``, since the raw sum makes
-      softmax(g/τg) nearly one-hot. Atlas instead divides by a constant (256 x layers x answer tokens).
+    * ``normalize=True`` divides by that count, so the scores sum to 1 per example (the share of
+      attention each passage gets; not with ``value_norms``). It keeps the target's scale
+      independent of model size and answer length - worth considering with a small
+      ``temperature_gold``, since the raw sum makes softmax(g/τg) nearly one-hot. Atlas instead
+      divides by a constant (256 x layers x answer tokens).
     * ``value_norms=True`` weights each attention weight by the norm of the value vector it reads
       (α·‖v‖, Atlas's "norms" scores): a token attended to but carrying a small value contributes
       little to the output, so it should count little as evidence.

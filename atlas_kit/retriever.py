@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 
-from atlas_kit.batching import (EncodeStats, ReplicaCache, autocast_context, pad_batch, plan_batches,
+from atlas_kit.batching import (EncodeStats, ReplicaCache, autocast_context, padding_collate, plan_batches,
                                 resolve_devices, run_batches)
 from atlas_kit.passages import passage_text
 from atlas_kit.storage import atomic_dir, atomic_write_json, read_json
@@ -396,11 +396,6 @@ class Retriever(torch.nn.Module):
         home = next(encoder.parameters()).device
         models = self._replica_cache.get(encoder, home, self._devices(devices, home))
         max_length = self.query_maxlength if side == "query" else self.passage_maxlength
-        tok = self.tokenizer
-        pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-        pad_type = getattr(tok, "pad_token_type_id", 0) or 0
-        padding_side = getattr(tok, "padding_side", "right")
-
         def forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
             return self._pool(model(**batch).last_hidden_state.float(), batch["attention_mask"])
 
@@ -410,15 +405,13 @@ class Retriever(torch.nn.Module):
             stats.encoded += n
         with tqdm(total=n, desc=desc or f"encode {side}s", unit="text", disable=not show_progress) as bar:
             for start in range(0, n, chunk_size):
-                enc = tok(texts[start : start + chunk_size], truncation=True, max_length=max_length, padding=False)
+                enc = self.tokenizer(texts[start : start + chunk_size], truncation=True, max_length=max_length,
+                                     padding=False)
                 encodings = {k: enc[k] for k in ("input_ids", "token_type_ids") if k in enc}
                 lengths = [len(x) for x in encodings["input_ids"]]
                 batches = plan_batches(lengths, batch_size, max_tokens, sort=sort_by_length)
-
-                def collate(sel: np.ndarray, encodings: dict = encodings) -> dict[str, torch.Tensor]:
-                    return pad_batch(encodings, sel, pad_id, pad_type, padding_side)
-
-                vectors = run_batches(batches, collate, forward, models, len(lengths), amp=amp,
+                vectors = run_batches(batches, padding_collate(self.tokenizer, encodings), forward, models,
+                                      len(lengths), amp=amp,
                                       pin_memory=pin_memory, stats=stats, progress=bar.update)
                 out[start : start + len(lengths)] = vectors.numpy()
         return out

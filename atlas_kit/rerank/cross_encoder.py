@@ -28,7 +28,7 @@ from atlas_kit.rerank.base import Reranker, gather_candidates
 from atlas_kit.batching import (
     EncodeStats,
     ReplicaCache,
-    pad_batch,
+    padding_collate,
     plan_batches,
     resolve_devices,
     run_batches,
@@ -175,12 +175,10 @@ class CrossEncoderReranker(Reranker):
         else:  # pragma: no cover - non-text models
             encodings, lengths = None, [len(q) + len(p) for q, p in pairs]
         if self._pretokenizable() and encodings is not None:
-            pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-            pad_type = getattr(tok, "pad_token_type_id", 0) or 0
-            side = getattr(tok, "padding_side", "right")
+            pad = padding_collate(tok, encodings)
 
             def collate(sel: np.ndarray) -> dict[str, Any]:
-                return {**pad_batch(encodings, sel, pad_id, pad_type, side), "modality": "text"}
+                return {**pad(sel), "modality": "text"}
         else:
             def collate(sel: np.ndarray) -> dict[str, Any]:
                 return m.preprocess([pairs[i] for i in sel],
