@@ -57,10 +57,11 @@ def _check(questions: Sequence[str], passages: Sequence[Sequence[Any]], answers:
 
 
 def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log p of each label token [N, T] (0 at padding), mask of real tokens [N, T])."""
+    """(log p of each label token [N, T] (0 at padding), mask of real tokens [N, T]), in float32 at
+    least (half-precision logits are promoted; a float64 model keeps float64)."""
     labels = labels.to(logits.device)
     mask = labels != -100
-    logp = torch.log_softmax(logits.float(), dim=-1)
+    logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
     tok = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     return tok * mask, mask
 

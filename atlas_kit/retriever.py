@@ -322,7 +322,7 @@ class Retriever(torch.nn.Module):
     def _pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         emb = mean_pooling(hidden, mask) if self.pooling == "mean" else hidden[:, 0]
         if self.normalize:
-            emb = torch.nn.functional.normalize(emb.float(), dim=-1).to(emb.dtype)
+            emb = torch.nn.functional.normalize(emb.to(torch.promote_types(emb.dtype, torch.float32)), dim=-1).to(emb.dtype)
         return emb
 
     def passage_texts(self, passages: Iterable[Any]) -> list[str]:

@@ -13,6 +13,7 @@ from atlas_kit.passages import Passage
 from atlas_kit.reader import Reader
 from atlas_kit.tasks.mmlu import MCExample, format_mc_query
 from atlas_kit.tokenization import train_word_tokenizer
+from tests.conftest import F32_LAYOUT
 
 OPTIONS = ["blim", "oska", "trell", "vune"]
 QUESTIONS = ["what is the capital of zorvania ?", "who is the leader ?", "which river flows to the sea ?"]
@@ -65,7 +66,7 @@ def test_option_logprobs_equal_separate_forwards_and_restore_mode(reader, traini
     assert got.shape == (3, 4) and got.dtype == torch.float32 and not got.requires_grad
     assert (got < 0).all() and all(p.grad is None for p in reader.parameters())
     again = option_logprobs(reader, queries, PASSAGES, 4, batch_size=3)  # other padding, same numbers: no dropout
-    assert torch.allclose(got, again, atol=1e-6)
+    assert torch.allclose(got, again, **F32_LAYOUT)
     reader.eval()
     with torch.no_grad():
         for b in range(3):
@@ -73,7 +74,7 @@ def test_option_logprobs_equal_separate_forwards_and_restore_mode(reader, traini
                 assert got[b, j].item() == pytest.approx(direct_letter_logprob(reader, queries[b], PASSAGES[b], letter),
                                                          abs=1e-5)
     two = option_logprobs(reader, queries[:1], PASSAGES[:1], 2)
-    assert torch.allclose(two, got[:1, :2], atol=1e-6)
+    assert torch.allclose(two, got[:1, :2], **F32_LAYOUT)
 
 
 def test_option_logprobs_refuses_letters_the_tokenizer_cannot_tell_apart():
@@ -270,7 +271,7 @@ def test_end_to_end_with_a_tiny_reader(reader):
         assert isinstance(r["generation"], str) and r["prediction_generation"] in (None, "A", "B", "C", "D")
         assert sum(r["probs_debiased"]) == pytest.approx(1.0, abs=1e-6)
     direct = option_logprobs(reader, [e.question for e in examples], PASSAGES, 4)
-    assert torch.allclose(torch.tensor([r["logprobs"] for r in records]), direct, atol=1e-6)
+    assert torch.allclose(torch.tensor([r["logprobs"] for r in records]), direct, **F32_LAYOUT)
 
 
 def test_truncated_queries_are_reported(reader, caplog):

@@ -212,7 +212,7 @@ class Trainer:
                         gold = reader_signal(self.cfg.retriever_loss, self.reader, questions, passages, answers,
                                              **self.cfg.signal_options)
                     scores = self.retriever_scores(questions, passages)
-                    ret_loss = retriever_loss(self.cfg.retriever_loss, scores.float(), gold.to(scores.device).float(),
+                    ret_loss = retriever_loss(self.cfg.retriever_loss, scores, gold.to(scores.device),
                                               temperature_score=self.cfg.temperature_score,
                                               temperature_gold=self.cfg.temperature_gold)
                     loss = loss + ret_loss
