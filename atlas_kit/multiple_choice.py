@@ -173,20 +173,19 @@ def _as_scorer(reader_or_scorer: Reader | Scorer, letters: str, batch_size: int)
     return reader_or_scorer
 
 
-def _warn_if_truncated(reader: Reader, queries: Sequence[str]) -> int:
-    """Count (and log) queries whose input is cut at ``text_maxlength`` even with an empty passage.
+def _warn_if_options_cut(reader: Reader, examples: Sequence[MCExample], letters: str) -> int:
+    """Count (and log) queries whose OPTIONS alone exceed ``text_maxlength``.
 
-    The options come last in the query, so truncation silently removes the last options (their
-    letters are still scored) - long MMLU questions (e.g. professional_law) need a larger
-    ``text_maxlength`` than open QA does.
+    A long question is cut from its start by :meth:`Reader.tokenize` (as Atlas does), so its
+    options survive; only options that do not fit even without the question lose text.
     """
-    inputs = [reader.format_inputs(q, [])[0] for q in queries]
+    inputs = [reader.format_inputs(format_mc_query("", e.options, letters), [])[0] for e in examples]
     lengths = [len(ids) for ids in reader.tokenizer(inputs)["input_ids"]]
     cut = sum(n > reader.text_maxlength for n in lengths)
     if cut:
-        log.warning("%d of %d multiple-choice queries exceed text_maxlength=%d tokens (longest %d) and lose their "
-                    "last options to truncation; raise text_maxlength", cut, len(queries), reader.text_maxlength,
-                    max(lengths))
+        log.warning("%d of %d multiple-choice queries have options longer than text_maxlength=%d tokens (longest "
+                    "%d) even without their question: options are cut; raise text_maxlength", cut, len(examples),
+                    reader.text_maxlength, max(lengths))
     return cut
 
 
@@ -261,7 +260,7 @@ def evaluate_multiple_choice(
         raise ValueError(f"{len(examples)} examples but {len(passages)} passage lists")
     scorer = _as_scorer(reader_or_scorer, letters, batch_size)
     if isinstance(reader_or_scorer, Reader):
-        _warn_if_truncated(reader_or_scorer, [format_mc_query(e.raw_question, e.options, letters) for e in examples])
+        _warn_if_options_cut(reader_or_scorer, examples, letters)
 
     # every query to score: the original order, plus the non-trivial shifts when de-biasing
     perms = [cyclic_permutations(ex, letters)[: None if debias else 1] for ex in examples]

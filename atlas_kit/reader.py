@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -192,6 +193,18 @@ class Reader(torch.nn.Module):
     def gradient_checkpointing_disable(self) -> None:
         self.model.gradient_checkpointing_disable()
 
+    def _cache_kwargs(self) -> dict[str, Any]:
+        """A T5 whose decoder has more layers than its encoder gets a cache that grows with the
+        layers it sees: ``generate``'s own cache is sized by ``config.num_layers`` (the encoder's
+        depth, which ``num_hidden_layers`` maps to) and fails with an IndexError otherwise."""
+        cfg = self.model.config
+        if (getattr(cfg, "num_decoder_layers", None) or cfg.num_layers) <= cfg.num_layers:
+            return {}
+        from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+        warnings.filterwarnings("ignore", message=".*past_key_values.*deprecated", category=FutureWarning)
+        return {"past_key_values": EncoderDecoderCache(DynamicCache(), DynamicCache())}
+
     # ------------------------------------------------------------------ inputs
     def format_inputs(self, question: str, passages: Sequence[Any]) -> list[str]:
         """One input string per passage; with no passages, a single input with an empty title
@@ -203,28 +216,80 @@ class Reader(torch.nn.Module):
     def tokenize(self, questions: Sequence[str], passages: Sequence[Sequence[Any]]) -> dict[str, torch.Tensor]:
         """``input_ids`` / ``attention_mask`` of shape [B, k, L], padded to the batch's longest input.
 
-        Every question needs the same k (FiD fuses a fixed number of passages per example); a
-        mismatch raises ``ValueError`` naming the offending index rather than silently truncating.
+        An input longer than ``text_maxlength`` tokens loses passage text first (from its end);
+        when the question and template alone do not fit, the question is cut from its START, as
+        Atlas does for multiple choice (``get_multiple_choice_question_prompt``): the options of
+        a multiple-choice query come last and are kept. Every question needs the same k (FiD fuses
+        a fixed number of passages per example); a mismatch raises ``ValueError`` naming the
+        offending index rather than silently truncating.
         """
         if len(questions) != len(passages):
             raise ValueError(f"{len(questions)} questions but {len(passages)} passage lists")
         if len(questions) == 0:
             raise ValueError("tokenize needs at least one question")
-        texts: list[str] = []
+        parts: list[tuple[str, str, str]] = []
         k = -1
         for i, (q, ps) in enumerate(zip(questions, passages)):
-            inputs = self.format_inputs(q, ps)
+            n = max(len(ps), 1)  # no passages: one closed-book input
             if i == 0:
-                k = len(inputs)
-            elif len(inputs) != k:
+                k = n
+            elif n != k:
                 raise ValueError(
                     f"question {i} has {len(ps)} passages but question 0 has {len(passages[0])}: "
                     "every question in a FiD batch needs the same number of passages"
                 )
-            texts.extend(inputs)
-        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.text_maxlength, return_tensors="pt")
+            if ps:
+                parts.extend((q, _field(p, "title"), _field(p, "text")) for p in ps)
+            else:
+                parts.append((q, "", ""))
+        texts = [self.template.format(question=q, title=t, text=x) for q, t, x in parts]
+        limit = self.text_maxlength
+        # lengths capped at limit + 1: enough to see which inputs overflow, without long-input warnings
+        lengths = [len(ids) for ids in self.tokenizer(texts, truncation=True, max_length=limit + 1)["input_ids"]]
+        fitted: dict[tuple[str, str], str] = {}
+        for i, n in enumerate(lengths):
+            if n > limit:
+                q, t, x = parts[i]
+                if (q, t) not in fitted:
+                    fitted[(q, t)] = self._fit_question(q, t)
+                texts[i] = self._fit_text(fitted[(q, t)], t, x)
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=limit, return_tensors="pt")
         b = len(questions)
         return {"input_ids": enc["input_ids"].view(b, k, -1), "attention_mask": enc["attention_mask"].view(b, k, -1)}
+
+    def _n_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text)["input_ids"])
+
+    def _fit_question(self, question: str, title: str) -> str:
+        """``question`` cut from its start until the template with it (and ``title``, no text) fits."""
+        limit = self.text_maxlength
+        over = self._n_tokens(self.template.format(question=question, title=title, text="")) - limit
+        if over <= 0:
+            return question
+        ids = self.tokenizer(question, add_special_tokens=False)["input_ids"]
+        for _ in range(4):  # decode -> encode may not round-trip token for token: re-measure
+            if over >= len(ids):
+                log.warning("the template and title alone exceed text_maxlength=%d: the question is dropped", limit)
+                return ""
+            kept = self.tokenizer.decode(ids[over:], skip_special_tokens=True).strip()
+            extra = self._n_tokens(self.template.format(question=kept, title=title, text="")) - limit
+            if extra <= 0:
+                log.debug("question cut from the start by %d tokens to fit text_maxlength=%d", over, limit)
+                return kept
+            over += extra
+        return kept
+
+    def _fit_text(self, question: str, title: str, text: str) -> str:
+        """The input with ``text`` cut from its end so the whole fits. With the default template the
+        text comes last and the tokenizer's own right truncation does exactly that; a template that
+        puts the text elsewhere gets it cut explicitly."""
+        full = self.template.format(question=question, title=title, text=text)
+        if self.template.rstrip().endswith("{text}"):
+            return full
+        budget = self.text_maxlength - self._n_tokens(self.template.format(question=question, title=title, text=""))
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        cut = self.tokenizer.decode(ids[: max(budget, 0)], skip_special_tokens=True) if budget > 0 else ""
+        return self.template.format(question=question, title=title, text=cut)
 
     def tokenize_answers(self, answers: Sequence[str]) -> torch.Tensor:
         """Labels [B, T]: answer tokens + eos (so the model learns to stop), padded with -100
@@ -336,6 +401,7 @@ class Reader(torch.nn.Module):
                     max_new_tokens=max_length or self.answer_maxlength,
                     num_beams=num_beams,
                     do_sample=False,
+                    **self._cache_kwargs(),
                 )
                 out.extend(t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True))
         finally:

@@ -275,13 +275,47 @@ def test_end_to_end_with_a_tiny_reader(reader):
 
 
 def test_truncated_queries_are_reported(reader, caplog):
-    """Options come last in the query: a too-short text_maxlength would silently cut them off."""
+    """Options that do not fit even without their question are reported (they lose text)."""
     short = Reader.from_config(reader.tokenizer, d_model=16, num_layers=1, num_heads=2, seed=0, text_maxlength=8)
     examples = [mc(0, QUESTIONS[0], OPTIONS, 0)]
     with caplog.at_level("WARNING", logger="atlas_kit.multiple_choice"):
         evaluate_multiple_choice(short, examples, PASSAGES[:1], debias=False, generate=False)
-    assert "1 of 1 multiple-choice queries exceed text_maxlength=8" in caplog.text
+    assert "1 of 1 multiple-choice queries have options longer than text_maxlength=8" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="atlas_kit.multiple_choice"):
         metrics, _ = evaluate_multiple_choice(reader, examples, PASSAGES[:1], debias=False, generate=False)
     assert "exceed" not in caplog.text and metrics["accuracy_generation"] is None
+
+
+# ---------------------------------------------------------------------------- truncation
+def test_a_question_longer_than_the_input_keeps_every_option(reader, caplog):
+    """Atlas cuts a long multiple-choice question from its START so that every option fits; the
+    passage text goes first. Before, inputs were cut at the end and the last options vanished."""
+    def shown(batch, row=0) -> str:  # the decoded input, spaces removed (the word tokenizer re-spaces)
+        ids = batch["input_ids"][row, 0][batch["attention_mask"][row, 0].bool()]
+        assert len(ids) <= reader.text_maxlength
+        return reader.tokenizer.decode(ids, skip_special_tokens=True).replace(" ", "")
+
+    long_question = " ".join(["the leader of zorvania is"] * 30) + " who is the leader ?"  # ~150 tokens > 48
+    query = format_mc_query(long_question, OPTIONS)
+    assert len(reader.tokenizer(reader.format_inputs(query, [])[0])["input_ids"]) > reader.text_maxlength
+    for passages in ([], [PASSAGES[1][0]]):
+        text = shown(reader.tokenize([query], [passages]))
+        assert "answers:(a)blim(b)oska(c)trell(d)vune" in text  # every option, in order
+        assert "whoistheleader?answers" in text  # the question's end survives...
+        assert text.count("theleaderofzorvaniais") < 30  # ...its start does not
+        assert "muchlongertext" not in text  # a question that does not fit leaves no room for text
+    # a short question with a long passage: the passage text is cut, the question kept whole
+    long_passage = Passage("z", "oska", " ".join(["the leader is oska trell"] * 20))
+    text = shown(reader.tokenize([format_mc_query(QUESTIONS[1], OPTIONS)], [[long_passage]]))
+    assert "question:whoistheleader?answers:(a)blim(b)oska(c)trell(d)vune" in text
+    assert 0 < text.count("oskatrell") < 20
+    # evaluation warns only when the options alone do not fit
+    with caplog.at_level("WARNING"):
+        metrics, _ = evaluate_multiple_choice(reader, [mc(0, long_question, OPTIONS, label=1)], [[]], debias=False,
+                                              generate=False)
+    assert metrics["n"] == 1 and not any("options" in r.message for r in caplog.records)
+    wordy = [" ".join([o] * 12) for o in OPTIONS]  # 4 x 12 words + letters > 48 tokens
+    with caplog.at_level("WARNING"):
+        evaluate_multiple_choice(reader, [mc(1, "q ?", wordy, label=0)], [[]], debias=False, generate=False)
+    assert any("options longer than text_maxlength" in r.message for r in caplog.records)

@@ -193,3 +193,26 @@ def test_gradient_checkpointing_passthrough(word_tok):
     assert reader.model.shared.weight.grad is not None
     reader.gradient_checkpointing_disable()
     assert not reader.model.is_gradient_checkpointing
+
+
+def test_a_decoder_deeper_than_the_encoder_generates(word_tok):
+    """generate's own cache is sized by the ENCODER depth (num_hidden_layers maps to num_layers);
+    a deeper decoder used to raise IndexError there. Greedy generation must equal greedy decoding
+    by full forwards."""
+    reader = Reader.from_config(word_tok, d_model=32, num_layers=1, num_decoder_layers=3, num_heads=2, seed=1,
+                                answer_maxlength=5).eval()
+    assert reader.model.config.num_decoder_layers == 3
+    got = reader.generate(QUESTIONS[:2], [[GOLD[0]], [GOLD[1]]], max_length=4)
+    batch = reader.tokenize(QUESTIONS[:2], [[GOLD[0]], [GOLD[1]]])
+    with torch.no_grad():
+        encoded = reader.encode(batch["input_ids"], batch["attention_mask"])
+        ids = torch.full((2, 1), reader.model.config.decoder_start_token_id)
+        for _ in range(4):
+            logits = reader(encoded=encoded, decoder_input_ids=ids, use_cache=False).logits
+            ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    manual = []
+    for row in ids[:, 1:].tolist():  # generation stops at eos; drop what follows it
+        eos = reader.eos_token_id
+        manual.append(reader.tokenizer.decode(row[: row.index(eos)] if eos in row else row, skip_special_tokens=True).strip())
+    assert got == manual
+    assert len(reader.generate(QUESTIONS[:1], [[GOLD[0]]], max_length=3, num_beams=2)) == 1
