@@ -31,7 +31,7 @@ import torch
 
 from atlas_kit.metrics import normalize_answer
 from atlas_kit.reader import Reader
-from atlas_kit.reader_signals import eval_mode, token_logprobs
+from atlas_kit.reader_signals import eval_mode
 from atlas_kit.tasks.mmlu import LETTERS, MCExample, category_of, format_mc_query
 
 __all__ = ["option_logprobs", "letter_of_generation", "cyclic_permutations", "evaluate_multiple_choice",
@@ -97,11 +97,8 @@ def option_logprobs(
             batch = reader.tokenize(queries[s : s + batch_size], passages[s : s + batch_size])
             encoded = reader.encode(batch["input_ids"], batch["attention_mask"])
             b = batch["input_ids"].shape[0]
-            for j in range(n_options):
-                lab = labels[j : j + 1].expand(b, -1).contiguous()
-                logits = reader(labels=lab, encoded=encoded, use_cache=False).logits
-                tok, _ = token_logprobs(logits, lab)
-                out[s : s + b, j] = tok.sum(-1).float().cpu()
+            for j in range(n_options):  # one row of labels, broadcast over the batch
+                out[s : s + b, j] = reader.score(labels[j : j + 1], encoded=encoded).float().cpu()
     return out
 
 

@@ -26,7 +26,7 @@ from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
 
 from atlas_kit.storage import atomic_dir, atomic_write_json, read_json
 
-__all__ = ["Reader", "CONFIG_NAME"]
+__all__ = ["Reader", "CONFIG_NAME", "token_logprobs"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,16 @@ def _field(p: Any, name: str) -> str:
     if isinstance(p, dict):
         return str(p.get(name, "") or "")
     return str(getattr(p, name, "") or "")
+
+
+def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log p of each label token [N, T] (0 at padding), mask of real tokens [N, T]), in float32 at
+    least (half-precision logits are promoted; a float64 model keeps float64)."""
+    labels = labels.to(logits.device)
+    mask = labels != -100
+    logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+    tok = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return tok * mask, mask
 
 
 def _first_id(value: Any) -> int | None:
@@ -364,6 +374,52 @@ class Reader(torch.nn.Module):
         if kwargs.get("output_attentions"):
             self._ensure_eager_attention()
         return self.model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden), attention_mask=mask, labels=labels, **kwargs)
+
+    def score(
+        self,
+        targets: Sequence[str] | torch.Tensor,
+        questions: Sequence[str] | None = None,
+        passages: Sequence[Sequence[Any]] | None = None,
+        *,
+        encoded: tuple[torch.Tensor, torch.Tensor] | None = None,
+        passage_mask: torch.Tensor | None = None,
+        reduction: str = "sum",
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Log-probability of given targets given the passages: the one scoring call that the
+        retriever signals (PDist, LOOP, EMDR²) and multiple-choice scoring are written on.
+
+        Args:
+            targets: B strings (tokenised as training targets: tokens + eos) or labels [B, T]
+                (-100 = padding); one row is broadcast to every example.
+            questions, passages: the inputs, encoded here; or pass ``encoded`` instead.
+            encoded: ``(hidden, mask)`` from :meth:`encode`, to score several target sets or
+                passage masks against ONE encoder pass.
+            passage_mask: [B, k], 0 hides that passage from the decoder (leave-one-out).
+            reduction: ``"sum"`` (log p of the whole target, [B]), ``"mean"`` (per-token mean,
+                [B]) or ``"none"`` (token log-probs [B, T], 0 at padding, and the mask [B, T]).
+
+        Gradients flow unless the caller disables them (the signals run under ``no_grad``).
+        """
+        if reduction not in ("sum", "mean", "none"):
+            raise ValueError(f"reduction must be 'sum', 'mean' or 'none', got {reduction!r}")
+        if encoded is None:
+            if questions is None or passages is None:
+                raise ValueError("pass questions and passages, or encoded=(hidden, mask)")
+            batch = self.tokenize(questions, passages)
+            encoded = self.encode(batch["input_ids"], batch["attention_mask"])
+        b = encoded[0].shape[0]
+        labels = targets if isinstance(targets, torch.Tensor) else self.tokenize_answers(targets)
+        labels = labels.to(self.device)
+        if labels.shape[0] == 1 and b > 1:
+            labels = labels.expand(b, -1).contiguous()
+        if labels.shape[0] != b:
+            raise ValueError(f"{labels.shape[0]} targets for {b} examples")
+        logits = self(labels=labels, encoded=encoded, passage_mask=passage_mask, use_cache=False).logits
+        tok, mask = token_logprobs(logits, labels)
+        if reduction == "none":
+            return tok, mask
+        total = tok.sum(-1)
+        return total if reduction == "sum" else total / mask.sum(-1).clamp(min=1)
 
     def loss(self, questions: Sequence[str], passages: Sequence[Sequence[Any]], answers: Sequence[str]) -> torch.Tensor:
         """Mean token cross-entropy of the answers given the passages (one call per training step)."""

@@ -26,7 +26,7 @@ import torch
 from atlas_kit.reader import Reader
 
 __all__ = ["attention_scores", "passage_loglik", "passage_logprob_sum", "leave_one_out_nll", "reader_signal", "SIGNALS",
-           "AGGREGATIONS", "eval_mode", "token_logprobs"]
+           "AGGREGATIONS", "eval_mode"]
 
 
 @contextlib.contextmanager
@@ -56,28 +56,14 @@ def _check(questions: Sequence[str], passages: Sequence[Sequence[Any]], answers:
     return k
 
 
-def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log p of each label token [N, T] (0 at padding), mask of real tokens [N, T]), in float32 at
-    least (half-precision logits are promoted; a float64 model keeps float64)."""
-    labels = labels.to(logits.device)
-    mask = labels != -100
-    logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
-    tok = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return tok * mask, mask
-
-
 def _single_passage_logprobs(reader: Reader, questions: Sequence[str], passages: Sequence[Sequence[Any]],
                              answers: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, int, int]:
     """Token log-probs of each answer with each passage alone, as B*k one-passage FiD inputs in
     one batch (example-major: row b*k + i is question b with passage i)."""
     k = _check(questions, passages, answers)
     b = len(questions)
-    flat_q = [q for q in questions for _ in range(k)]
-    flat_p = [[p] for ps in passages for p in ps]
-    batch = reader.tokenize(flat_q, flat_p)
-    labels = reader.tokenize_answers([a for a in answers for _ in range(k)]).to(reader.device)
-    out = reader(batch["input_ids"], batch["attention_mask"], labels=labels, use_cache=False)
-    tok, mask = token_logprobs(out.logits, labels)
+    tok, mask = reader.score([a for a in answers for _ in range(k)], [q for q in questions for _ in range(k)],
+                             [[p] for ps in passages for p in ps], reduction="none")
     return tok, mask, b, k
 
 
@@ -111,16 +97,14 @@ def leave_one_out_nll(reader: Reader, questions: Sequence[str], passages: Sequen
     k = _check(questions, passages, answers)
     with eval_mode(reader):
         batch = reader.tokenize(questions, passages)
-        labels = reader.tokenize_answers(answers).to(reader.device)
+        labels = reader.tokenize_answers(answers)
         encoded = reader.encode(batch["input_ids"], batch["attention_mask"])
         b = len(questions)
         out = torch.empty(b, k, device=reader.device)
         for i in range(k):
             keep = torch.ones(b, k, device=reader.device)
             keep[:, i] = 0
-            logits = reader(labels=labels, encoded=encoded, passage_mask=keep, use_cache=False).logits
-            tok, mask = token_logprobs(logits, labels)
-            out[:, i] = -tok.sum(-1) / mask.sum(-1).clamp(min=1)
+            out[:, i] = -reader.score(labels, encoded=encoded, passage_mask=keep, reduction="mean")
         return out
 
 

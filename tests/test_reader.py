@@ -216,3 +216,29 @@ def test_a_decoder_deeper_than_the_encoder_generates(word_tok):
         manual.append(reader.tokenizer.decode(row[: row.index(eos)] if eos in row else row, skip_special_tokens=True).strip())
     assert got == manual
     assert len(reader.generate(QUESTIONS[:1], [[GOLD[0]]], max_length=3, num_beams=2)) == 1
+
+
+def test_score_is_the_one_scoring_call(word_tok):
+    """Reader.score: log p(target | question, passages) from one encoder pass, broadcast targets,
+    passage masks and the three reductions, against plain T5 losses of single examples."""
+    reader = tiny_reader(word_tok).eval()
+    qs, ps = QUESTIONS[:2], [[GOLD[0], GOLD[1]], [GOLD[1], GOLD[2]]]
+    with torch.no_grad():
+        total = reader.score(CAPITALS[:2], qs, ps)
+        mean = reader.score(CAPITALS[:2], qs, ps, reduction="mean")
+        tok, mask = reader.score(CAPITALS[:2], qs, ps, reduction="none")
+        for b in range(2):  # T5's mean token cross-entropy of the example alone
+            assert -mean[b].item() == pytest.approx(reader.loss(qs[b:b + 1], ps[b:b + 1], CAPITALS[b:b + 1]).item(), abs=1e-5)
+        assert torch.allclose(total, tok.sum(-1)) and torch.allclose(mean * mask.sum(-1), total)
+        batch = reader.tokenize(qs, ps)
+        encoded = reader.encode(batch["input_ids"], batch["attention_mask"])
+        assert torch.allclose(reader.score(CAPITALS[:2], encoded=encoded), total, atol=1e-6)
+        one = reader.tokenize_answers(CAPITALS[:1])  # one target row for every example
+        assert torch.allclose(reader.score(one, encoded=encoded), reader.score([CAPITALS[0]] * 2, qs, ps), atol=1e-6)
+        hide_second = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+        alone = reader.score(CAPITALS[:2], qs, [[GOLD[0]], [GOLD[1]]])
+        assert torch.allclose(reader.score(CAPITALS[:2], encoded=encoded, passage_mask=hide_second), alone, atol=1e-5)
+    with pytest.raises(ValueError, match="reduction"):
+        reader.score(CAPITALS[:2], qs, ps, reduction="max")
+    with pytest.raises(ValueError, match="questions and passages"):
+        reader.score(CAPITALS[:2])
