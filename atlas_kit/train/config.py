@@ -63,7 +63,6 @@ class TrainConfig:
     output_dir: str | None = None
     log_every: int = 10
     tensorboard: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.refresh not in REFRESH:
