@@ -254,18 +254,30 @@ class Reader(torch.nn.Module):
                 parts.append((q, "", ""))
         texts = [self.template.format(question=q, title=t, text=x) for q, t, x in parts]
         limit = self.text_maxlength
-        # lengths capped at limit + 1: enough to see which inputs overflow, without long-input warnings
-        lengths = [len(ids) for ids in self.tokenizer(texts, truncation=True, max_length=limit + 1)["input_ids"]]
-        fitted: dict[tuple[str, str], str] = {}
-        for i, n in enumerate(lengths):
-            if n > limit:
+        # cut at limit + 1: enough to see which inputs overflow, without long-input warnings
+        ids = list(self.tokenizer(texts, truncation=True, max_length=limit + 1)["input_ids"])
+        over = [i for i, x in enumerate(ids) if len(x) > limit]
+        if over:
+            fitted: dict[tuple[str, str], str] = {}
+            for i in over:
                 q, t, x = parts[i]
                 if (q, t) not in fitted:
                     fitted[(q, t)] = self._fit_question(q, t)
                 texts[i] = self._fit_text(fitted[(q, t)], t, x)
-        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=limit, return_tensors="pt")
+            refit = self.tokenizer([texts[i] for i in over], truncation=True, max_length=limit)["input_ids"]
+            for i, x in zip(over, refit):
+                ids[i] = x
+        width = max(len(x) for x in ids)
+        pad = self.tokenizer.pad_token_id
+        left = getattr(self.tokenizer, "padding_side", "right") == "left"
+        input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
+        attention_mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for i, x in enumerate(ids):
+            span = slice(width - len(x), width) if left else slice(0, len(x))
+            input_ids[i, span] = torch.tensor(x, dtype=torch.long)
+            attention_mask[i, span] = 1
         b = len(questions)
-        return {"input_ids": enc["input_ids"].view(b, k, -1), "attention_mask": enc["attention_mask"].view(b, k, -1)}
+        return {"input_ids": input_ids.view(b, k, -1), "attention_mask": attention_mask.view(b, k, -1)}
 
     def _n_tokens(self, text: str) -> int:
         return len(self.tokenizer(text)["input_ids"])
