@@ -11,6 +11,8 @@ in the index-folder format, so :class:`~atlas_kit.index.store.IndexStore` versio
 """
 from atlas_kit.memory.knn_attention import cross_batch_memory, memory_attention
 from atlas_kit.memory.kv_memory import KVMemory, MemoryHits
+from atlas_kit.memory.memory_layers import KNNMemoryModel, MemoryAttention
 from atlas_kit.memory.rmt import RMT, RMTOutput
 
-__all__ = ["KVMemory", "MemoryHits", "RMT", "RMTOutput", "memory_attention", "cross_batch_memory"]
+__all__ = ["KVMemory", "MemoryHits", "RMT", "RMTOutput", "memory_attention", "cross_batch_memory", "KNNMemoryModel",
+           "MemoryAttention"]
