@@ -254,7 +254,35 @@ def _cmd_convert_atlas(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_card(args: argparse.Namespace) -> int:
+    from atlas_kit.model_card import write_model_card
+
+    path = write_model_card(args.folder, run=args.run, datasets=args.dataset or None, base_model=args.base_model)
+    _console().print(f"[green]wrote[/green] {path}")
+    return 0
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    from atlas_kit.hub import push_to_hub
+
+    info = push_to_hub(args.folder, args.repo_id, private=args.private or None, run=args.run)
+    _console().print(f"[green]pushed[/green] {args.folder} -> {getattr(info, 'commit_url', args.repo_id)}")
+    return 0
+
+
 def _add_interop_commands(sub: Any) -> None:
+    card = sub.add_parser("card", help="write README.md (Hub model card) into a retriever/reader/model/index folder")
+    card.add_argument("folder")
+    card.add_argument("--run", default=None, help="run folder whose metrics.json / recipe.json fill in the card")
+    card.add_argument("--dataset", action="append", default=[], help="dataset name (repeatable)")
+    card.add_argument("--base-model", default=None)
+    card.set_defaults(func=_cmd_card)
+    push = sub.add_parser("push", help="upload a folder to the Hugging Face Hub (login with `hf auth login`)")
+    push.add_argument("folder")
+    push.add_argument("repo_id", help="owner/name")
+    push.add_argument("--private", action="store_true")
+    push.add_argument("--run", default=None, help="run folder whose metrics fill in the card")
+    push.set_defaults(func=_cmd_push)
     beir = sub.add_parser("evaluate-beir", help="index a BEIR folder's corpus, retrieve, score nDCG/MRR/MAP/recall/P@k")
     beir.add_argument("folder", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv")
     beir.add_argument("--retriever", default=None, help="hub id or folder (default: bundled all-MiniLM-L6-v2)")
