@@ -78,3 +78,13 @@ def test_atlas_and_index_folders_get_cards(tmp_path, toy_passages):
     assert index.manifest["retriever"]["fingerprint"] in text
     with pytest.raises(ValueError, match="not an atlas_kit folder"):
         folder_kind(tmp_path)
+
+
+def test_card_command(tmp_path):
+    from atlas_kit.cli import main
+
+    make_tiny_retriever().save_pretrained(tmp_path / "r")
+    (tmp_path / "r" / "README.md").unlink()
+    assert main(["-q", "card", str(tmp_path / "r"), "--dataset", "nq", "--base-model", "facebook/contriever"]) == 0
+    meta, _ = _meta(tmp_path / "r")
+    assert meta["datasets"] == ["nq"] and meta["base_model"] == "facebook/contriever"
