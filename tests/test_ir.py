@@ -34,6 +34,7 @@ def test_measures_on_a_hand_computed_example():
     # a judged query without hits scores 0 and counts (trec_eval -c); unjudged run queries are ignored
     m3 = ir_metrics({**RUN, "zz": {"x": 1.0}}, {**QRELS, "q3": {"f1": 1}}, ks=(2,))
     assert m3["n_queries"] == 3 and m3["MAP"] == pytest.approx(m["MAP"] * 2 / 3)
+    assert ir_metrics({}, {"q": {"d": 1}}, ks=(1,))["MAP"] == 0.0  # nothing retrieved at all
     with pytest.raises(ValueError, match="no judged query"):
         ir_metrics(RUN, {})
 

@@ -58,7 +58,7 @@ def ir_metrics(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mappi
         log.warning("%d of %d judged queries have no retrieved documents; they score 0", missing, len(judged))
     ir_measures, names = _measures(ks)
     totals: dict[str, float] = defaultdict(float)
-    for metric in ir_measures.iter_calc(list(names), judged, runs):
+    for metric in ir_measures.iter_calc(list(names), judged, runs) if runs else ():
         totals[names[metric.measure]] += float(metric.value)
     out = {name: 100.0 * totals[name] / len(judged) for name in _ordered(names.values())}
     out["n_queries"] = len(judged)
