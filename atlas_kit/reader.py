@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
 
-from atlas_kit.storage import atomic_dir, atomic_write_json, read_json
+from atlas_kit.model_card import reader_card
+from atlas_kit.storage import atomic_dir, atomic_write_json, atomic_write_text, read_json
 
 __all__ = ["Reader", "CONFIG_NAME", "token_logprobs"]
 
@@ -177,6 +178,7 @@ class Reader(torch.nn.Module):
             self.model.save_pretrained(tmp, safe_serialization=True)
             self.tokenizer.save_pretrained(tmp)
             atomic_write_json(tmp / CONFIG_NAME, self.settings())
+            atomic_write_text(tmp / "README.md", reader_card(self.settings()))  # the Hub's model card
         log.info("saved reader to %s", folder)
 
     def settings(self) -> dict[str, Any]:

@@ -264,12 +264,13 @@ def _groups(recipe: dict[str, Any], train: list, evals: list, smoke: bool) -> li
 
 
 def run_recipe(recipe: dict[str, Any], evaluate_only: bool = False, checkpoint: str | None = None,
-               retrieval_only: bool = False) -> dict[str, Any]:
+               retrieval_only: bool = False, run_file: str | None = None) -> dict[str, Any]:
     """Train (unless ``evaluate_only``) and evaluate; everything lands in the run folder.
 
     With ``data.group_by`` (MMLU 5-shot: ``subject``) every group trains its own model from the
     same starting weights and is evaluated on its own examples; the run's metrics are computed over
-    all groups' predictions. ``retrieval_only`` skips the reader: recall@k / R-Precision only.
+    all groups' predictions. ``retrieval_only`` skips the reader: recall@k / R-Precision only;
+    ``run_file`` (retrieval only) also writes the ranking as a TREC run file.
     """
     from atlas_kit.evaluation import Evaluation, evaluate, evaluate_retrieval, write_report
     from atlas_kit.train import TrainConfig, Trainer
@@ -304,8 +305,11 @@ def run_recipe(recipe: dict[str, Any], evaluate_only: bool = False, checkpoint: 
     atlas = build_atlas(recipe, texts)
     if checkpoint:
         _load_checkpoint(atlas, checkpoint)
+    if run_file and not retrieval_only:
+        raise ValueError("run_file (a TREC run) is written by retrieval-only evaluation (--retrieval-only)")
     if retrieval_only:
-        result = evaluate_retrieval(atlas, evals, ks=recipe["eval"]["retrieval_ks"], task=recipe["task"])
+        result = evaluate_retrieval(atlas, evals, ks=recipe["eval"]["retrieval_ks"], task=recipe["task"],
+                                    run_file=run_file)
         write_report(out, result, title=f"{recipe['name']} (retrieval only)")
         return result.metrics
     cfg_values = {**recipe["train"], "output_dir": str(out), "task": recipe["task"],
