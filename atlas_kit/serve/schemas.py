@@ -192,5 +192,5 @@ class PublishResponse(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
-    index: IndexVersion
+    index: IndexInfo
     reader: bool
