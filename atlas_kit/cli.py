@@ -340,7 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     srv.add_argument("--port", type=int, default=8000)
     srv.add_argument("--admin-token-file", default=None, help="file holding the admin token (default: $ATLAS_KIT_ADMIN_TOKEN)")
-    srv.add_argument("--batch-window-ms", type=float, default=5.0, help="how long a request waits to be batched")
+    srv.add_argument("--batch-window-ms", type=float, default=0.0,
+                     help="how long an idle server waits for more requests to batch (0: fuse only what is queued)")
     srv.add_argument("--max-batch", type=int, default=32, help="most questions fused into one model call (1: no batching)")
     srv.add_argument("--device", default=None)
     srv.set_defaults(func=_cmd_serve)

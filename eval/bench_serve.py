@@ -12,7 +12,7 @@ on the same single model thread); "on" fuses what arrives within ``--window-ms``
 Goal: >= 3x the requests/s at 32 clients from batching, with batched p99 at 1 client under 2x the
 unbatched p99 at 1 client. Both modes run in one invocation, one after the other, on the same machine.
 
-    python eval/bench_serve.py [--seconds 8] [--threads 1] [--quick]
+    python eval/bench_serve.py [--seconds 8] [--threads 1] [--window-ms 0] [--quick] [--name NAME]
 
 ``--quick``: 3 s per setting; results go to ``bench_serve_quick.json``.
 """
@@ -100,7 +100,11 @@ async def _closed_loop(base: str, questions: list[str], clients: int, seconds: f
     }
 
 
-def _build_index(folder: Path, entities: int) -> tuple[list[str], int]:
+def _build_index(folder: Path, entities: int, threads: int) -> tuple[list[str], int, dict]:
+    """Index a generated world's passages; also time the query encoder alone, in-process, at the
+    batch sizes the server sees (the ceiling of what batching can gain)."""
+    import torch
+
     from atlas_kit import Retriever
     from atlas_kit.index import FaissIndex
     from atlas_kit.passages import Passages
@@ -108,15 +112,26 @@ def _build_index(folder: Path, entities: int) -> tuple[list[str], int]:
 
     world = World.generate(n_entities=entities, seed=0)
     passages = Passages.from_records(world.passages())
-    FaissIndex.build(passages, Retriever.default(), factory="Flat").save(folder)
-    return [q.question for q in world.questions()], len(passages)
+    retriever = Retriever.default()
+    FaissIndex.build(passages, retriever, factory="Flat").save(folder)
+    questions = [q.question for q in world.questions()]
+    torch.set_num_threads(threads)
+    encode = {}
+    for n in (1, 32):
+        retriever.encode_queries(questions[:n])
+        t0, reps = time.perf_counter(), 10
+        for r in range(reps):
+            retriever.encode_queries(questions[r * n : (r + 1) * n])
+        encode[f"encode_ms_per_query_batch_{n}"] = round(1000 * (time.perf_counter() - t0) / reps / n, 2)
+    return questions, len(passages), encode
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=8.0, help="measured time per setting (after a warm-up)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads in the server (1: steadier on a shared machine)")
-    ap.add_argument("--window-ms", type=float, default=2.0)
+    ap.add_argument("--window-ms", type=float, default=0.0, help="batching window (the server default: 0)")
+    ap.add_argument("--name", default=None, help="results file name (default bench_serve, or bench_serve_quick)")
     ap.add_argument("--max-batch", type=int, default=32)
     ap.add_argument("--entities", type=int, default=200, help="world size (passages to index)")
     ap.add_argument("--k", type=int, default=10)
@@ -128,7 +143,8 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         index_dir = Path(tmp) / "index"
-        questions, n_passages = _build_index(index_dir, args.entities)
+        questions, n_passages, encode = _build_index(index_dir, args.entities, args.threads)
+        print(encode, flush=True)
         for mode, max_batch in (("off", 1), ("on", args.max_batch)):
             ports = ctx.Queue()
             server = ctx.Process(target=_serve, args=(str(index_dir), max_batch, args.window_ms, args.threads, ports),
@@ -158,13 +174,14 @@ def main() -> None:
         "endpoint": "/v1/retrieve, 1 question per request", "k": args.k, "passages": n_passages,
         "retriever": "all-MiniLM-L6-v2 (bundled)", "index": "FAISS Flat", "torch_threads": args.threads,
         "window_ms": args.window_ms, "max_batch": args.max_batch, "seconds_per_setting": seconds,
+        "in_process_query_encoder": encode,
         "throughput_speedup": {str(c): round(s, 2) for c, s in speedup.items()},
         "p99_on_1_client_over_p99_off_1_client": round(p99_ratio_1, 2),
         "p99_on_32_clients_over_p99_off_1_client": round(p99_ratio_32, 2),
         "goal_met": {"speedup_32_ge_3": speedup[32] >= 3.0, "p99_on_1_lt_2x_off_1": p99_ratio_1 < 2.0},
         "note": "measured on a shared machine (other jobs running); compare the rows of one run, not across runs",
     }
-    report("bench_serve_quick" if args.quick else "bench_serve", rows, meta,
+    report(args.name or ("bench_serve_quick" if args.quick else "bench_serve"), rows, meta,
            title="atlas-kit serve: batching off vs on (requests/s, client latency)")
     print(f"throughput speedup from batching: {', '.join(f'{c} clients {s:.2f}x' for c, s in speedup.items())}; "
           f"p99 on/off at 1 client {p99_ratio_1:.2f}x; p99 on at 32 clients / off at 1 client {p99_ratio_32:.2f}x")

@@ -48,7 +48,7 @@ def create_app(
     store: IndexStore | str | None = "indexes",
     *,
     admin_token: str | None = None,
-    window_ms: float = 5.0,
+    window_ms: float = 0.0,
     max_batch: int = 32,
     max_body_bytes: int = MAX_BODY_BYTES,
 ) -> FastAPI:

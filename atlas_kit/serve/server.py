@@ -51,7 +51,7 @@ def load_atlas(model: str | os.PathLike | None = None, index: str | None = None,
 
 
 def serve(atlas: Atlas, store: str | os.PathLike = "indexes", host: str = "127.0.0.1", port: int = 8000,
-          admin_token: str | None = None, window_ms: float = 5.0, max_batch: int = 32) -> None:
+          admin_token: str | None = None, window_ms: float = 0.0, max_batch: int = 32) -> None:
     """Run the app with uvicorn until interrupted (binds 127.0.0.1 unless told otherwise)."""
     import uvicorn
 

@@ -61,7 +61,7 @@ class Service:
             turns batching off.
     """
 
-    def __init__(self, atlas: Atlas, store: IndexStore, window_ms: float = 5.0, max_batch: int = 32) -> None:
+    def __init__(self, atlas: Atlas, store: IndexStore, window_ms: float = 0.0, max_batch: int = 32) -> None:
         atlas.index  # raises now, with a clear message, if the model has no index
         self.atlas = atlas
         self.store = store
