@@ -8,8 +8,8 @@ single model thread. While that call runs, new requests queue up and form the ne
 
 The default window is 0: fuse only what is already queued, wait for no one. Under load the model
 thread is busy most of the time, so batches form while it works; a window only adds latency then
-(on the shared 2-core CPU, ``eval/bench_serve.py`` measured 3.65x throughput at 32 clients with a
-0 ms window and 2.64x with 5 ms). A window pays off for bursts arriving at an idle server whose
+(on the shared 2-core CPU, ``eval/bench_serve.py`` measured 3.31x throughput at 32 clients with a
+0 ms window and, in another run, 2.64x with 5 ms). A window pays off for bursts arriving at an idle server whose
 model call is cheap relative to the wait (e.g. on a GPU).
 
 The model thread is one thread on purpose: CPU inference already uses every core through torch's
