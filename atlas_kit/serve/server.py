@@ -46,8 +46,18 @@ def load_atlas(model: str | os.PathLike | None = None, index: str | None = None,
         else:
             new = IndexStore(store).load(index, retriever=atlas.retriever)
         atlas.swap_index(new)
-    atlas.index  # a clear error now rather than at the first request
+    _name_from_store(atlas.index, IndexStore(store))
     return atlas
+
+
+def _name_from_store(index, store: IndexStore) -> None:
+    """Give an index loaded by path the ``NAME@VERSION`` ref it has when its folder is in the store."""
+    path = getattr(index, "path", None)
+    if getattr(index, "ref", None) or not path:
+        return
+    folder = Path(path).resolve()
+    if store.root.is_dir() and folder.parent.parent == store.root.resolve():
+        index.ref = f"{folder.parent.name}@{folder.name}"
 
 
 def serve(atlas: Atlas, store: str | os.PathLike = "indexes", host: str = "127.0.0.1", port: int = 8000,

@@ -37,6 +37,8 @@ def test_serve_resolves_model_index_and_store(world, saved_model, monkeypatch):
 
 def test_load_atlas_keeps_the_saved_index_and_refuses_an_alien_one(world, saved_model):
     assert len(load_atlas(saved_model).index) == 6
+    # the saved index path lies in the store: it is named by its ref there
+    assert load_atlas(saved_model, store=world.store.root).index.ref == "toy@v1"
     with pytest.raises(ValueError, match="fingerprint"):
         load_atlas(saved_model, index="alien@v1", store=world.store.root)
 
