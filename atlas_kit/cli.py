@@ -4,6 +4,7 @@
     atlas-kit index info indexes/NAME
     atlas-kit ask "question" --index indexes/NAME --reader R [--k 20]
     atlas-kit demo
+    atlas-kit serve [--model RUN] [--index NAME@VERSION] [--store indexes] [--port 8000]
 """
 from __future__ import annotations
 
@@ -317,6 +318,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0 if result["ok"] else 1
 
 
+# ---------------------------------------------------------------------- serve
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from atlas_kit.serve import load_admin_token, load_atlas, serve
+    except ImportError as e:
+        raise SystemExit(str(e)) from None
+
+    token = load_admin_token(args.admin_token_file)
+    atlas = load_atlas(args.model, index=args.index, store=args.store, device=args.device)
+    serve(atlas, store=args.store, host=args.host, port=args.port, admin_token=token,
+          window_ms=args.batch_window_ms, max_batch=args.max_batch)
+    return 0
+
+
 # ---------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="atlas-kit", description="Retrieval-augmented few-shot learning (Atlas-style).")
@@ -401,6 +416,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--k", type=int, default=None)
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_cmd_demo)
+
+    srv = sub.add_parser("serve", help="HTTP API + web page over a live model (needs the 'serve' extra)")
+    srv.add_argument("--model", default=None, help="saved model or run folder (default: what `atlas-kit demo` left)")
+    srv.add_argument("--index", default=None, help="NAME@VERSION in --store, or an index folder (default: the model's)")
+    srv.add_argument("--store", default="indexes", help="index store where swap/publish refs resolve")
+    srv.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--admin-token-file", default=None, help="file holding the admin token (default: $ATLAS_KIT_ADMIN_TOKEN)")
+    srv.add_argument("--batch-window-ms", type=float, default=0.0,
+                     help="how long an idle server waits for more requests to batch (0: fuse only what is queued)")
+    srv.add_argument("--max-batch", type=int, default=32, help="most questions fused into one model call (1: no batching)")
+    srv.add_argument("--device", default=None)
+    srv.set_defaults(func=_cmd_serve)
 
     for extra in _EXTRA_COMMANDS:
         extra(sub)
