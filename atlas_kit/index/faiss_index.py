@@ -73,6 +73,7 @@ class FaissIndex(Index):
         self._gpu_index = None
         self._gpu_source = None
         self._update_lock = threading.Lock()
+        self._mapped = False  # the FAISS index is a read-only view of its file (see memory_mapped)
         self.path: str | None = None
 
     @property
@@ -86,6 +87,14 @@ class FaissIndex(Index):
     @property
     def embeddings(self) -> np.ndarray | None:
         return self._state[2]
+
+    @property
+    def memory_mapped(self) -> bool:
+        """Whether the FAISS index is still a view of its file (as loaded with ``mmap=True``).
+
+        FAISS cannot write to a view (it aborts the process), so the first ``add`` / ``remove``
+        copies the index into memory; from then on it is an ordinary in-memory index."""
+        return self._mapped
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -198,13 +207,14 @@ class FaissIndex(Index):
         if manifest.get("kind") != cls.kind:
             raise ValueError(f"{folder}: is a {manifest.get('kind')!r} index, not {cls.kind!r}")
         check_retriever(manifest, retriever, where=str(folder), allow_mismatch=allow_mismatch)
-        index = _read_index(folder / "index.faiss", mmap)
+        index, mapped = _read_index(folder / "index.faiss", mmap)
         passages = Passages.load(folder / "passages")
         embeddings = None
         emb_path = folder / "embeddings.npy"
         if load_embeddings and emb_path.is_file():
             embeddings = np.load(emb_path, mmap_mode="r" if mmap else None)
         loaded = cls(index, passages, embeddings, manifest)
+        loaded._mapped = mapped
         loaded.path = str(folder)
         return loaded
 
@@ -263,7 +273,7 @@ class FaissIndex(Index):
         with self._update_lock:
             index, old_passages, old_emb = self._state
             merged = old_passages.concat(passages)  # raises on duplicate ids before anything changes
-            new_index = faiss.clone_index(index)
+            new_index = self._writable_copy(index)
             _add(new_index, embeddings)
             dtype = self.manifest.get("embeddings_dtype", "float16")
             new_emb = None if old_emb is None else np.concatenate([np.asarray(old_emb), embeddings.astype(dtype)])
@@ -285,7 +295,7 @@ class FaissIndex(Index):
             keep_mask = np.ones(len(passages), dtype=bool)
             keep_mask[drop] = False
             keep = np.flatnonzero(keep_mask)
-            new_index = faiss.clone_index(index)
+            new_index = self._writable_copy(index)
             if isinstance(faiss.downcast_index(new_index), faiss.IndexFlat):
                 new_index.remove_ids(np.asarray(drop, dtype=np.int64))
             else:
@@ -297,10 +307,17 @@ class FaissIndex(Index):
             self._commit((new_index, passages.select(keep.tolist()), new_emb), "remove", len(drop))
         return self
 
+    def _writable_copy(self, index: faiss.Index) -> faiss.Index:
+        # clone_index of a mapped index is still a view; a serialised round trip owns its memory
+        if self._mapped:
+            return faiss.deserialize_index(faiss.serialize_index(index))
+        return faiss.clone_index(index)
+
     def _commit(self, state: tuple[faiss.Index, Passages, np.ndarray | None], change: str, n: int) -> None:
         manifest = bumped(self.manifest, change, n, count=len(state[1]), corpus_checksum=state[1].checksum())
         self._state = state
         self.manifest = manifest
+        self._mapped = False
         self._gpu_index = None
 
     def search(self, queries: Sequence[str], k: int, query_embeddings: np.ndarray | None = None) -> list[Hits]:
@@ -346,17 +363,18 @@ def _add(index: faiss.Index, embeddings: np.ndarray, chunk: int = 65_536) -> Non
         index.add(np.ascontiguousarray(embeddings[start : start + chunk], dtype=np.float32))
 
 
-def _read_index(path: Path, mmap: bool) -> faiss.Index:
+def _read_index(path: Path, mmap: bool) -> tuple[faiss.Index, bool]:
+    """The FAISS index at ``path`` and whether it is a memory-mapped (read-only) view."""
     if mmap:
         for flag_name in ("IO_FLAG_MMAP_IFC", "IO_FLAG_MMAP"):
             flag = getattr(faiss, flag_name, None)
             if flag is None:
                 continue
             try:
-                return faiss.read_index(str(path), flag)
+                return faiss.read_index(str(path), flag), True
             except RuntimeError:
                 continue
-    return faiss.read_index(str(path))
+    return faiss.read_index(str(path)), False
 
 
 def _index_bytes(index: faiss.Index) -> int:
