@@ -20,6 +20,7 @@ from typing import Any
 
 import faiss
 import numpy as np
+from faiss.contrib.exhaustive_search import knn_ground_truth
 from tqdm.auto import tqdm
 
 from atlas_kit.index.base import (
@@ -40,6 +41,7 @@ __all__ = ["FaissIndex"]
 log = logging.getLogger(__name__)
 
 METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
+DEFAULT_TARGET_RECALL = 0.95  # of exact top-k neighbours, for the search knob chosen at build time
 
 
 def _gpu_available() -> bool:
@@ -109,12 +111,14 @@ class FaissIndex(Index):
         embeddings_dtype: str = "float16",
         show_progress: bool | None = None,
         seed: int = 0,
+        target_recall: float | None = DEFAULT_TARGET_RECALL,
     ) -> "FaissIndex":
         """Encode ``passages`` with the retriever's passage encoder and index them.
 
         ``factory`` is any ``faiss.index_factory`` string ("Flat", "IVF1024,Flat", "IVF256,PQ64",
         "PQ48", "HNSW32", "OPQ16,IVF256,PQ16", ...). Trainable indexes are trained on a seeded
         sample of ``train_size`` vectors (default: all, capped at 256 x the number of centroids).
+        An IVF or HNSW index is then tuned to ``target_recall`` (see :meth:`tune`; ``None`` skips it).
         """
         if not isinstance(passages, Passages):
             passages = load_passages(passages)
@@ -130,6 +134,7 @@ class FaissIndex(Index):
             train_size=train_size,
             embeddings_dtype=embeddings_dtype,
             seed=seed,
+            target_recall=target_recall,
         )
         index.manifest["build"]["encode_seconds"] = round(encode_s, 3)
         return index
@@ -145,8 +150,10 @@ class FaissIndex(Index):
         train_size: int | None = None,
         embeddings_dtype: str = "float16",
         seed: int = 0,
+        target_recall: float | None = DEFAULT_TARGET_RECALL,
     ) -> "FaissIndex":
-        """Index precomputed passage vectors (row i belongs to ``passages[i]``)."""
+        """Index precomputed passage vectors (row i belongs to ``passages[i]``); an IVF or HNSW
+        index is tuned to ``target_recall`` (see :meth:`tune`; ``None`` skips it)."""
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
         if embeddings_dtype not in ("float16", "float32"):
@@ -174,7 +181,10 @@ class FaissIndex(Index):
             "created": now_iso(),
             "build": {"index_seconds": round(time.perf_counter() - t0, 3)},
         }
-        return cls(index, passages, embeddings.astype(embeddings_dtype, copy=False), manifest)
+        built = cls(index, passages, embeddings.astype(embeddings_dtype, copy=False), manifest)
+        if target_recall is not None and _knob(index) is not None:
+            built.tune(target_recall, seed=seed)
+        return built
 
     # ------------------------------------------------------------------ persistence
     def save(self, folder: str | os.PathLike) -> None:
@@ -214,6 +224,7 @@ class FaissIndex(Index):
         if load_embeddings and emb_path.is_file():
             embeddings = np.load(emb_path, mmap_mode="r" if mmap else None)
         loaded = cls(index, passages, embeddings, manifest)
+        loaded._apply_search_params()
         loaded._mapped = mapped
         loaded.path = str(folder)
         return loaded
@@ -227,11 +238,78 @@ class FaissIndex(Index):
         return int(self.index.d)
 
     def set_search_params(self, **params: Any) -> None:
-        """Query-time knobs, e.g. ``nprobe=32`` (IVF) or ``efSearch=128`` (HNSW)."""
+        """Query-time knobs, e.g. ``nprobe=32`` (IVF) or ``efSearch=128`` (HNSW).
+
+        They are recorded in the manifest (``search_params``), applied again on load, and win over
+        the values chosen by :meth:`tune`."""
         ps = faiss.ParameterSpace()
         for name, value in params.items():
             ps.set_index_parameter(self.index, name, value)
             self.manifest.setdefault("search_params", {})[name] = value
+
+    def _apply_search_params(self) -> None:
+        """Tuned values first, then the explicit ones (which therefore win)."""
+        params = {**(self.manifest.get("tuned") or {}).get("params", {}), **self.manifest.get("search_params", {})}
+        ps = faiss.ParameterSpace()
+        for name, value in params.items():
+            ps.set_index_parameter(self.index, name, value)
+
+    def tune(self, target_recall: float = DEFAULT_TARGET_RECALL, k: int = 20, queries: int = 500,
+             seed: int = 0) -> dict[str, Any]:
+        """Choose the smallest ``nprobe`` (IVF) or ``efSearch`` (HNSW) whose top-``k`` recovers
+        ``target_recall`` of exact (Flat) top-``k`` neighbours; store it in the manifest and use it.
+
+        The queries are a seeded sample of ``queries`` stored passage vectors, each searched
+        leave-one-out (its own passage is dropped from both result lists, so it acts as a held-out
+        vector). The exact neighbours come from a chunked brute-force pass over the stored
+        embeddings (``faiss.contrib.exhaustive_search.knn_ground_truth``). Where FAISS's
+        ``ParameterSpace.explore`` picks operating points by measured speed, this scans one knob in
+        increasing order and keeps the first value that reaches the target: deterministic, so a
+        rebuild gets the same setting. If recall levels off below the target (the codes themselves
+        lose too much, e.g. coarse PQ), the start of the plateau is kept and a warning logged. Parameters set explicitly with
+        :meth:`set_search_params` still win. Returns the manifest's ``tuned`` record.
+        """
+        if not 0 < target_recall <= 1:
+            raise ValueError(f"target_recall must be in (0, 1], got {target_recall}")
+        index, _, emb = self._state
+        knob = _knob(index)
+        if knob is None:
+            raise ValueError(f"a {self.manifest.get('factory')!r} index has no search knob to tune (only IVF and HNSW do)")
+        if emb is None:
+            raise ValueError("tuning needs the stored embeddings: load the index with load_embeddings=True")
+        n = len(emb)
+        k = min(k, n - 1)
+        if k < 1:
+            raise ValueError("tuning needs at least two passages")
+        rng = np.random.default_rng(seed)
+        pos = np.sort(rng.choice(n, min(queries, n), replace=False))
+        xq = np.ascontiguousarray(np.asarray(emb[pos]), dtype=np.float32)
+        metric = METRICS[self.manifest.get("metric", "ip")]
+        chunks = (np.ascontiguousarray(emb[i : i + 65_536], dtype=np.float32) for i in range(0, n, 65_536))
+        _, gt = knn_ground_truth(xq, chunks, k + 1, metric_type=metric)
+        truth = _drop_self(gt, pos, k)
+        ps = faiss.ParameterSpace()
+        seen: list[tuple[int, float]] = []
+        for value in _knob_values(index, knob, k):
+            ps.set_index_parameter(index, knob, value)
+            _, found = index.search(xq, k + 1)
+            got = _drop_self(found, pos, k)
+            seen.append((value, float(np.mean([len(set(a) & set(b)) / k for a, b in zip(got, truth)]))))
+            log.info("tune: %s=%d -> recall@%d %.3f", knob, value, k, seen[-1][1])
+            plateau = len(seen) >= 3 and seen[-1][1] - seen[-3][1] < 1e-3
+            if seen[-1][1] >= target_recall or plateau:
+                break
+        value, recall = seen[-1]
+        if recall < target_recall:
+            best = max(r for _, r in seen)
+            value, recall = next((v, r) for v, r in seen if r >= best - 5e-3)  # the plateau's start
+            log.warning("tune: recall@%d of exact search stops at %.3f (%s=%d), below the target %.3f: "
+                        "the index's codes lose more than that", k, recall, knob, value, target_recall)
+        tuned = {"params": {knob: int(value)}, "target_recall": target_recall, "recall": round(recall, 4),
+                 "k": k, "queries": len(pos), "seed": seed}
+        self.manifest = {**self.manifest, "tuned": tuned}
+        self._apply_search_params()
+        return tuned
 
     def to_gpu(self) -> bool:
         """Move search to all visible GPUs when faiss-gpu is installed; returns whether it did."""
@@ -335,6 +413,33 @@ class FaissIndex(Index):
         info["ntotal"] = len(self)
         info["memory_bytes"] = _index_bytes(self.index)
         return info
+
+
+def _knob(index: faiss.Index) -> str | None:
+    """The query-time knob that trades speed for recall: ``nprobe`` (IVF), ``efSearch`` (HNSW)."""
+    if faiss.try_extract_index_ivf(index) is not None:
+        return "nprobe"
+    if isinstance(faiss.downcast_index(_inner(index)), faiss.IndexHNSW):
+        return "efSearch"
+    return None
+
+
+def _inner(index: faiss.Index) -> faiss.Index:
+    """The index below any pre-transform (OPQ, PCA...) wrapper."""
+    index = faiss.downcast_index(index)
+    return faiss.downcast_index(index.index) if isinstance(index, faiss.IndexPreTransform) else index
+
+
+def _knob_values(index: faiss.Index, knob: str, k: int) -> list[int]:
+    if knob == "nprobe":
+        nlist = faiss.try_extract_index_ivf(index).nlist
+        return sorted({min(2**i, nlist) for i in range(int(np.ceil(np.log2(nlist))) + 1)})
+    return [v for v in (16, 32, 64, 128, 256, 512, 1024, 2048) if v >= k] or [k]
+
+
+def _drop_self(found: np.ndarray, pos: np.ndarray, k: int) -> list[np.ndarray]:
+    """Per query, the first ``k`` results other than the query's own position (and padding)."""
+    return [row[(row != p) & (row >= 0)][:k] for row, p in zip(found, pos)]
 
 
 def _default_train_size(index: faiss.Index, n: int) -> int:
