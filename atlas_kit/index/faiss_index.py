@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import fasteners
 import faiss
 import numpy as np
 from faiss.contrib.exhaustive_search import knn_ground_truth
@@ -68,13 +69,18 @@ class FaissIndex(Index):
     ) -> None:
         if index.ntotal != len(passages):
             raise ValueError(f"FAISS index holds {index.ntotal} vectors but there are {len(passages)} passages")
-        # one tuple, replaced as a whole by add/remove: a search reads it once and so always sees
-        # a consistent (index, passages, embeddings) snapshot, even while an update runs
+        # (index, passages, embeddings), replaced as a whole under the write lock. The FAISS index
+        # inside is changed in place (no copy per update), so a search holds the read lock while it
+        # runs and takes the passages of the same moment: it sees the state before or after an
+        # update, never one half-applied. Passages and embeddings of an older snapshot stay valid.
         self._state: tuple[faiss.Index, Passages, np.ndarray | None] = (index, passages, embeddings)
         self.manifest = manifest
         self._gpu_index = None
         self._gpu_source = None
-        self._update_lock = threading.Lock()
+        self._update_lock = threading.Lock()  # one writer at a time (encoding runs outside the RW lock)
+        self._rw = fasteners.ReaderWriterLock()
+        self._emb_buffer: np.ndarray | None = None  # spare capacity behind the embeddings, for appends
+        self._checksum_state: Any = None  # running SHA-256 of the passages (Passages.checksum_state)
         self._mapped = False  # the FAISS index is a read-only view of its file (see memory_mapped)
         self.path: str | None = None
 
@@ -163,6 +169,7 @@ class FaissIndex(Index):
             raise ValueError(f"embeddings must be [{len(passages)}, dim], got {embeddings.shape}")
         dim = int(embeddings.shape[1])
         t0 = time.perf_counter()
+        checksum_state = passages.checksum_state()
         index = faiss.index_factory(dim, factory, METRICS[metric])
         _train(index, embeddings, train_size, seed)
         _add(index, embeddings)
@@ -176,12 +183,13 @@ class FaissIndex(Index):
             "version": 1,
             "history": [{"version": 1, "change": "build", "count": len(passages), "at": now_iso()}],
             "retriever": retriever_identity or {},
-            "corpus_checksum": passages.checksum(),
+            "corpus_checksum": checksum_state.hexdigest(),
             "embeddings_dtype": embeddings_dtype,
             "created": now_iso(),
             "build": {"index_seconds": round(time.perf_counter() - t0, 3)},
         }
         built = cls(index, passages, embeddings.astype(embeddings_dtype, copy=False), manifest)
+        built._checksum_state = checksum_state
         if target_recall is not None and _knob(index) is not None:
             built.tune(target_recall, seed=seed)
         return built
@@ -189,7 +197,7 @@ class FaissIndex(Index):
     # ------------------------------------------------------------------ persistence
     def save(self, folder: str | os.PathLike) -> None:
         """Write the index folder to a temporary sibling and publish it with an atomic rename."""
-        with atomic_dir(folder) as tmp:
+        with atomic_dir(folder) as tmp, self._rw.read_lock():
             index, passages, embeddings = self._state
             passages.save(tmp / "passages")
             if embeddings is not None:
@@ -291,8 +299,9 @@ class FaissIndex(Index):
         ps = faiss.ParameterSpace()
         seen: list[tuple[int, float]] = []
         for value in _knob_values(index, knob, k):
-            ps.set_index_parameter(index, knob, value)
-            _, found = index.search(xq, k + 1)
+            with self._rw.read_lock():
+                ps.set_index_parameter(index, knob, value)
+                _, found = index.search(xq, k + 1)
             got = _drop_self(found, pos, k)
             seen.append((value, float(np.mean([len(set(a) & set(b)) / k for a, b in zip(got, truth)]))))
             log.info("tune: %s=%d -> recall@%d %.3f", knob, value, k, seen[-1][1])
@@ -322,7 +331,8 @@ class FaissIndex(Index):
 
     def search_vectors(self, query_embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Raw FAISS search: (scores [n, k], positions [n, k]); position -1 means no result."""
-        return self._search(self.index, query_embeddings, k)
+        with self._rw.read_lock():
+            return self._search(self.index, query_embeddings, k)
 
     def _search(self, index: faiss.Index, query_embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         q = np.ascontiguousarray(query_embeddings, dtype=np.float32)
@@ -337,7 +347,12 @@ class FaissIndex(Index):
             embeddings: np.ndarray | None = None, batch_size: int = 128) -> "FaissIndex":
         """Append passages (encoded with ``retriever``, which must match the manifest, or given as
         ``embeddings``). Existing passages keep their positions and ids; the manifest version
-        increments. Returns ``self``. Searches running meanwhile see the old or the new state."""
+        increments. Returns ``self``. Searches running meanwhile see the old or the new state.
+
+        The FAISS index grows in place and the stored embeddings grow into spare capacity
+        (doubling), so an append costs about the same on a large index as on a small one; only the
+        first write to a memory-mapped index copies it into memory (see :attr:`memory_mapped`).
+        """
         if not isinstance(passages, Passages):
             passages = load_passages(passages)
         if embeddings is None:
@@ -345,25 +360,45 @@ class FaissIndex(Index):
                 raise ValueError("FaissIndex.add needs the retriever that built the index (or embeddings=...)")
             check_retriever(self.manifest, retriever, where="FaissIndex.add")
             embeddings = retriever.encode_passages(passages, batch_size=batch_size)
-        embeddings = np.asarray(embeddings, dtype=np.float32)
+        embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
         if embeddings.shape != (len(passages), self.dim):
             raise ValueError(f"embeddings must be [{len(passages)}, {self.dim}], got {embeddings.shape}")
         with self._update_lock:
             index, old_passages, old_emb = self._state
             merged = old_passages.concat(passages)  # raises on duplicate ids before anything changes
-            new_index = self._writable_copy(index)
-            _add(new_index, embeddings)
-            dtype = self.manifest.get("embeddings_dtype", "float16")
-            new_emb = None if old_emb is None else np.concatenate([np.asarray(old_emb), embeddings.astype(dtype)])
-            self._commit((new_index, merged, new_emb), "add", len(passages))
+            new_emb = None if old_emb is None else self._grown(old_emb, embeddings)
+            if self._checksum_state is None:
+                self._checksum_state = old_passages.checksum_state()  # once after load; then per append
+            checksum_state = passages.checksum_state(self._checksum_state)
+            if self._mapped:  # FAISS aborts on writes to a view: copy it into memory first
+                index = faiss.deserialize_index(faiss.serialize_index(index))
+            with self._rw.write_lock():
+                _add(index, embeddings)
+                self._commit((index, merged, new_emb), "add", len(passages), checksum_state)
         return self
+
+    def _grown(self, old: np.ndarray, new: np.ndarray) -> np.ndarray:
+        """``old`` followed by ``new``, written into spare capacity after ``old`` when there is some.
+
+        Rows past ``len(old)`` are never part of a published snapshot, so writing them does not
+        disturb a search still holding ``old``; a full buffer is replaced by one twice as large.
+        """
+        n, m = len(old), len(new)
+        buf = self._emb_buffer
+        if buf is None or old.base is not buf or len(buf) < n + m:
+            buf = np.empty((max(2 * n, n + m, 1024), old.shape[1]), dtype=self.manifest.get("embeddings_dtype", "float16"))
+            buf[:n] = old
+            self._emb_buffer = buf
+        buf[n : n + m] = new
+        return buf[: n + m]
 
     def remove(self, ids: Sequence[str]) -> "FaissIndex":
         """Remove passages by id; the others keep their ids (positions shift down, in order).
 
-        Flat indexes delete in place (``remove_ids``, exact). Other index types are rebuilt from the
-        stored embeddings with their trained quantizers (``reset`` + ``add``): no re-encoding and no
-        re-training, at the cost of one pass of ``add`` over the remaining vectors.
+        Flat indexes delete in place (``remove_ids``, exact; it moves the vectors after the first
+        removed one, so its cost grows with the index). Other index types are rebuilt from the
+        stored embeddings with their trained quantizers (``reset`` + ``add`` on a copy): no
+        re-encoding and no re-training, at the cost of one pass of ``add`` over the remaining vectors.
         """
         with self._update_lock:
             index, passages, emb = self._state
@@ -373,36 +408,41 @@ class FaissIndex(Index):
             keep_mask = np.ones(len(passages), dtype=bool)
             keep_mask[drop] = False
             keep = np.flatnonzero(keep_mask)
-            new_index = self._writable_copy(index)
-            if isinstance(faiss.downcast_index(new_index), faiss.IndexFlat):
-                new_index.remove_ids(np.asarray(drop, dtype=np.int64))
-            else:
+            kept = passages.select(keep.tolist())
+            new_emb = None if emb is None else np.asarray(emb)[keep]
+            checksum_state = kept.checksum_state()
+            flat = isinstance(faiss.downcast_index(index), faiss.IndexFlat)
+            if self._mapped:
+                index = faiss.deserialize_index(faiss.serialize_index(index))
+            elif not flat:
+                index = faiss.clone_index(index)  # rebuilt aside, so searches go on meanwhile
+            if not flat:
                 if emb is None:
                     raise ValueError("this index was loaded without embeddings; cannot rebuild it after removal")
-                new_index.reset()
-                _add(new_index, np.asarray(emb)[keep])
-            new_emb = None if emb is None else np.asarray(emb)[keep]
-            self._commit((new_index, passages.select(keep.tolist()), new_emb), "remove", len(drop))
+                index.reset()
+                _add(index, new_emb)
+            with self._rw.write_lock():
+                if flat:
+                    index.remove_ids(np.asarray(drop, dtype=np.int64))
+                self._emb_buffer = None
+                self._commit((index, kept, new_emb), "remove", len(drop), checksum_state)
         return self
 
-    def _writable_copy(self, index: faiss.Index) -> faiss.Index:
-        # clone_index of a mapped index is still a view; a serialised round trip owns its memory
-        if self._mapped:
-            return faiss.deserialize_index(faiss.serialize_index(index))
-        return faiss.clone_index(index)
-
-    def _commit(self, state: tuple[faiss.Index, Passages, np.ndarray | None], change: str, n: int) -> None:
-        manifest = bumped(self.manifest, change, n, count=len(state[1]), corpus_checksum=state[1].checksum())
+    def _commit(self, state: tuple[faiss.Index, Passages, np.ndarray | None], change: str, n: int,
+                checksum_state: Any) -> None:
+        """Publish a new state (the caller holds the write lock)."""
+        self.manifest = bumped(self.manifest, change, n, count=len(state[1]), corpus_checksum=checksum_state.hexdigest())
         self._state = state
-        self.manifest = manifest
+        self._checksum_state = checksum_state
         self._mapped = False
         self._gpu_index = None
 
     def search(self, queries: Sequence[str], k: int, query_embeddings: np.ndarray | None = None) -> list[Hits]:
         if query_embeddings is None:
             raise ValueError("FaissIndex.search needs query_embeddings (use Atlas.retrieve, which computes them)")
-        index, passages, _ = self._state
-        scores, positions = self._search(index, query_embeddings, k)
+        with self._rw.read_lock():
+            index, passages, _ = self._state
+            scores, positions = self._search(index, query_embeddings, k)
         if positions.size and positions[:, -1].min() < 0:  # some queries got fewer than k results
             keep = positions >= 0
             return [Hits(passages, p[m], s[m]) for p, s, m in zip(positions, scores, keep)]
