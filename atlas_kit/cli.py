@@ -39,7 +39,6 @@ def _console():
 # ---------------------------------------------------------------------- index
 def _cmd_index_build(args: argparse.Namespace) -> int:
     from atlas_kit import Retriever, load_passages
-    from atlas_kit.index import FaissIndex
 
     passages = load_passages(args.corpus, format=args.format)
     log.info("loaded %d passages from %s", len(passages), args.corpus)
@@ -50,9 +49,24 @@ def _cmd_index_build(args: argparse.Namespace) -> int:
             raise SystemExit(f"index kind {args.kind!r} is not available (known: {sorted(INDEX_KINDS)})")
         index = INDEX_KINDS[args.kind].build(passages, **_kind_options(args))
     else:
+        from atlas_kit.index.build import build_faiss_index
+
         retriever = Retriever.from_pretrained(args.retriever, device=args.device)
-        index = FaissIndex.build(passages, retriever, factory=args.factory, batch_size=args.batch_size,
-                                 embeddings_dtype=args.embeddings_dtype, target_recall=args.target_recall or None)
+        store_ref = "@" in args.out and "/" not in args.out
+        if store_ref:
+            from atlas_kit.index.store import IndexStore, parse_ref
+
+            name, version = parse_ref(args.out)
+            if version is None:
+                raise ValueError(f"give a version: {name}@VERSION")
+            folder = IndexStore(args.root).root / name / version
+        index = build_faiss_index(passages, retriever, folder if store_ref else args.out, factory=args.factory,
+                                  chunk_size=args.chunk_size, batch_size=args.batch_size, resume=args.resume,
+                                  embeddings_dtype=args.embeddings_dtype, target_recall=args.target_recall or None)
+        if store_ref:
+            IndexStore(args.root).publish(args.out)
+        _console().print(f"[green]wrote[/green] {args.out}: {len(index)} passages, kind={index.kind}")
+        return 0
     if "@" in args.out and "/" not in args.out:
         from atlas_kit.index.store import IndexStore
 
@@ -270,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--root", default="indexes", help="index store root for --out NAME@VERSION")
     build.add_argument("--target-recall", type=float, default=0.95,
                        help="tune nprobe/efSearch of an IVF/HNSW index to this recall of exact top-20 (0: do not tune)")
+    build.add_argument("--chunk-size", type=int, default=10_000,
+                       help="passages encoded per chunk; each chunk's vectors go to disk as it finishes")
+    build.add_argument("--resume", action="store_true", help="continue a killed build from its finished chunks")
     build.set_defaults(func=_cmd_index_build)
     add = isub.add_parser("add", help="add passages to an index (ids must be new); writes a new version")
     add.add_argument("index", help="index folder or NAME[@VERSION]")

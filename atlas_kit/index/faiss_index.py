@@ -164,6 +164,7 @@ class FaissIndex(Index):
             raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
         if embeddings_dtype not in ("float16", "float32"):
             raise ValueError(f"embeddings_dtype must be 'float16' or 'float32', got {embeddings_dtype!r}")
+        on_disk = isinstance(embeddings, np.memmap)
         embeddings = np.asarray(embeddings)
         if embeddings.ndim != 2 or len(embeddings) != len(passages):
             raise ValueError(f"embeddings must be [{len(passages)}, dim], got {embeddings.shape}")
@@ -188,7 +189,9 @@ class FaissIndex(Index):
             "created": now_iso(),
             "build": {"index_seconds": round(time.perf_counter() - t0, 3)},
         }
-        built = cls(index, passages, embeddings.astype(embeddings_dtype, copy=False), manifest)
+        if not on_disk:  # a memory-mapped array stays on disk (save() converts it chunk by chunk)
+            embeddings = embeddings.astype(embeddings_dtype, copy=False)
+        built = cls(index, passages, embeddings, manifest)
         built._checksum_state = checksum_state
         if target_recall is not None and _knob(index) is not None:
             built.tune(target_recall, seed=seed)
@@ -201,7 +204,7 @@ class FaissIndex(Index):
             index, passages, embeddings = self._state
             passages.save(tmp / "passages")
             if embeddings is not None:
-                np.save(tmp / "embeddings.npy", np.asarray(embeddings, dtype=self.manifest.get("embeddings_dtype", "float16")))
+                _save_array(tmp / "embeddings.npy", embeddings, self.manifest.get("embeddings_dtype", "float16"))
             faiss.write_index(index, str(tmp / "index.faiss"))
             atomic_write_json(tmp / MANIFEST, self.manifest)
         self.path = str(folder)
@@ -506,6 +509,15 @@ def _add(index: faiss.Index, embeddings: np.ndarray, chunk: int = 65_536) -> Non
     n = len(embeddings)
     for start in tqdm(range(0, n, chunk), desc="add to FAISS", disable=n <= chunk, unit="chunk"):
         index.add(np.ascontiguousarray(embeddings[start : start + chunk], dtype=np.float32))
+
+
+def _save_array(path: Path, array: np.ndarray, dtype: str, chunk: int = 65_536) -> None:
+    """Write ``array`` as ``dtype`` to a ``.npy`` file chunk by chunk (no full in-memory copy)."""
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=array.shape)
+    for start in range(0, len(array), chunk):
+        out[start : start + chunk] = array[start : start + chunk]
+    out.flush()
+    del out
 
 
 def _read_index(path: Path, mmap: bool) -> tuple[faiss.Index, bool]:
