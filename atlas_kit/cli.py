@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import logging
 import sys
@@ -63,7 +64,7 @@ def _cmd_index_build(args: argparse.Namespace) -> int:
         index = build_faiss_index(passages, retriever, folder if store_ref else args.out, factory=args.factory,
                                   chunk_size=args.chunk_size, batch_size=args.batch_size, resume=args.resume,
                                   embeddings_dtype=args.embeddings_dtype, target_recall=args.target_recall or None)
-        if store_ref:
+        if store_ref and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 publishes
             IndexStore(args.root).publish(args.out)
         _console().print(f"[green]wrote[/green] {args.out}: {len(index)} passages, kind={index.kind}")
         return 0

@@ -52,7 +52,7 @@ def test_killed_build_resumes_to_the_same_index(tmp_path, corpus, tiny_retriever
     with pytest.raises(Killed):
         build_faiss_index(corpus, tiny_retriever, tmp_path / "ix", factory=factory, chunk_size=20)
     assert not (tmp_path / "ix").exists()  # nothing under the final path
-    assert sorted(p.name for p in work_dir_for(tmp_path / "ix").iterdir()) == ["progress.json", "vectors.npy"]
+    assert sorted(p.name for p in work_dir_for(tmp_path / "ix").iterdir()) == ["plan.json", "progress-0.json", "vectors.npy"]
     calls.clear()
     monkeypatch.setattr(tiny_retriever, "encode_passages", lambda *a, **k: (calls.append(1), encode(*a, **k))[1])
     resumed = build_faiss_index(corpus, tiny_retriever, tmp_path / "ix", factory=factory, chunk_size=20, resume=True)
@@ -81,3 +81,42 @@ def test_cli_build_resume(tmp_path, toy_passages):
     assert main(["-q", "index", "build", str(path), "--out", str(tmp_path / "ix"), "--chunk-size", "4",
                  "--resume"]) == 0
     assert FaissIndex.load(tmp_path / "ix").manifest["build"]["chunk_size"] == 4
+
+
+def _rank(rank: int, world: int, port: int, corpus_path: str, out: str) -> None:
+    import os
+
+    import torch
+
+    from atlas_kit import load_passages
+    from tests.conftest import make_tiny_retriever
+
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
+                       "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank)})
+    torch.set_num_threads(1)
+    retriever = make_tiny_retriever()
+    calls = []
+    encode = retriever.encode_passages
+    retriever.encode_passages = lambda p, **k: (calls.append(len(p)), encode(p, **k))[1]
+    ix = build_faiss_index(load_passages(corpus_path), retriever, out, chunk_size=20)  # starts the Gloo group
+    assert len(ix) == 90 and calls == ([20, 20, 10] if rank == 0 else [20, 20]), (rank, calls)  # chunks 0, 2, 4 / 1, 3
+    import torch.distributed as dist
+
+    dist.destroy_process_group()
+
+
+def test_two_gloo_ranks_build_the_index_one_process_builds(tmp_path, corpus, tiny_retriever):
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+
+    from tests.train.test_distributed import _free_port
+
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("no Gloo backend")
+    corpus.to_jsonl(tmp_path / "c.jsonl")
+    mp.spawn(_rank, args=(2, _free_port(), str(tmp_path / "c.jsonl"), str(tmp_path / "ddp")), nprocs=2, join=True)
+    one = build_faiss_index(corpus, tiny_retriever, tmp_path / "one", chunk_size=20)
+    two = FaissIndex.load(tmp_path / "ddp")
+    assert two.passages.ids == one.passages.ids
+    np.testing.assert_allclose(_vectors(two), _vectors(one), rtol=1e-5, atol=1e-6)
+    assert not work_dir_for(tmp_path / "ddp").exists()
