@@ -8,9 +8,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 import json
 import logging
+import os
 import sys
 from typing import Any, Callable, Sequence
 
