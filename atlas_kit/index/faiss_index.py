@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import fasteners
 import faiss
+import fasteners
 import numpy as np
 from faiss.contrib.exhaustive_search import knn_ground_truth
 from tqdm.auto import tqdm
