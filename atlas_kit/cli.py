@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from typing import Any, Callable, Sequence
 
@@ -40,7 +41,6 @@ def _console():
 # ---------------------------------------------------------------------- index
 def _cmd_index_build(args: argparse.Namespace) -> int:
     from atlas_kit import Retriever, load_passages
-    from atlas_kit.index import FaissIndex
 
     passages = load_passages(args.corpus, format=args.format)
     log.info("loaded %d passages from %s", len(passages), args.corpus)
@@ -51,9 +51,24 @@ def _cmd_index_build(args: argparse.Namespace) -> int:
             raise SystemExit(f"index kind {args.kind!r} is not available (known: {sorted(INDEX_KINDS)})")
         index = INDEX_KINDS[args.kind].build(passages, **_kind_options(args))
     else:
+        from atlas_kit.index.build import build_faiss_index
+
         retriever = Retriever.from_pretrained(args.retriever, device=args.device)
-        index = FaissIndex.build(passages, retriever, factory=args.factory, batch_size=args.batch_size,
-                                 embeddings_dtype=args.embeddings_dtype)
+        store_ref = "@" in args.out and "/" not in args.out
+        if store_ref:
+            from atlas_kit.index.store import IndexStore, parse_ref
+
+            name, version = parse_ref(args.out)
+            if version is None:
+                raise ValueError(f"give a version: {name}@VERSION")
+            folder = IndexStore(args.root).root / name / version
+        index = build_faiss_index(passages, retriever, folder if store_ref else args.out, factory=args.factory,
+                                  chunk_size=args.chunk_size, batch_size=args.batch_size, resume=args.resume,
+                                  embeddings_dtype=args.embeddings_dtype, target_recall=args.target_recall or None)
+        if store_ref and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 publishes
+            IndexStore(args.root).publish(args.out)
+        _console().print(f"[green]wrote[/green] {args.out}: {len(index)} passages, kind={index.kind}")
+        return 0
     if "@" in args.out and "/" not in args.out:
         from atlas_kit.index.store import IndexStore
 
@@ -112,6 +127,18 @@ def _cmd_index_remove(args: argparse.Namespace) -> int:
     index.remove(ids)
     index.save(args.out or _resolve(args.index))
     _console().print(f"[green]removed[/green] {len(ids)} passages: {len(index)} left, version {index.manifest.get('version')}")
+    return 0
+
+
+def _cmd_index_tune(args: argparse.Namespace) -> int:
+    index = _load_for_update(args.index)
+    if index.kind != "faiss":
+        raise SystemExit(f"index tune: {args.index} is a {index.kind!r} index; only FAISS indexes have search knobs")
+    tuned = index.tune(args.target_recall, k=args.k, queries=args.queries)
+    index.save(args.out or _resolve(args.index))
+    (name, value), = tuned["params"].items()
+    _console().print(f"[green]tuned[/green] {name}={value}: recall@{tuned['k']} {tuned['recall']:.3f} of exact search "
+                     f"(target {tuned['target_recall']}, {tuned['queries']} held-out passage vectors)")
     return 0
 
 
@@ -353,6 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--embeddings-dtype", default="float16", choices=["float16", "float32"])
     build.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
     build.add_argument("--root", default="indexes", help="index store root for --out NAME@VERSION")
+    build.add_argument("--target-recall", type=float, default=0.95,
+                       help="tune nprobe/efSearch of an IVF/HNSW index to this recall of exact top-20 (0: do not tune)")
+    build.add_argument("--chunk-size", type=int, default=10_000,
+                       help="passages encoded per chunk; each chunk's vectors go to disk as it finishes")
+    build.add_argument("--resume", action="store_true", help="continue a killed build from its finished chunks")
     build.set_defaults(func=_cmd_index_build)
     add = isub.add_parser("add", help="add passages to an index (ids must be new); writes a new version")
     add.add_argument("index", help="index folder or NAME[@VERSION]")
@@ -366,6 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("--ids", required=True, help="file with one passage id per line")
     remove.add_argument("--out", default=None, help="write here instead of replacing the index folder")
     remove.set_defaults(func=_cmd_index_remove)
+    tune = isub.add_parser("tune", help="choose nprobe/efSearch for a target recall of exact search; stored in the manifest")
+    tune.add_argument("index", help="index folder or NAME[@VERSION]")
+    tune.add_argument("--target-recall", type=float, default=0.95, help="fraction of exact top-k neighbours to find")
+    tune.add_argument("--k", type=int, default=20)
+    tune.add_argument("--queries", type=int, default=500, help="held-out passage vectors used as queries")
+    tune.add_argument("--out", default=None, help="write here instead of replacing the index folder")
+    tune.set_defaults(func=_cmd_index_tune)
     publish = isub.add_parser("publish", help="make NAME@VERSION the current version in the index store")
     publish.add_argument("ref", help="NAME@VERSION")
     publish.add_argument("--root", default="indexes")

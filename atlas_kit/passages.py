@@ -326,7 +326,13 @@ class Passages(Sequence):
 
         Each field is length-prefixed so that ("ab", "c") and ("a", "bc") hash differently.
         """
-        h = hashlib.sha256()
+        return self.checksum_state().hexdigest()
+
+    def checksum_state(self, after: Any = None) -> Any:
+        """The running SHA-256 of :meth:`checksum`, continued from ``after`` (the state of the
+        passages before these, left unchanged), so an append re-hashes only the new passages:
+        ``b.checksum_state(a.checksum_state()).hexdigest() == a.concat(b).checksum()``."""
+        h = after.copy() if after is not None else hashlib.sha256()
         for batch in self._arrow.select_columns(["id", "title", "text"]).iter(batch_size=_BATCH):
             cols = [batch.column(c).to_pylist() for c in ("id", "title", "text")]
             for pid, title, text in zip(*cols):
@@ -334,7 +340,7 @@ class Passages(Sequence):
                     b = part.encode("utf-8")
                     h.update(len(b).to_bytes(8, "little"))
                     h.update(b)
-        return h.hexdigest()
+        return h
 
     # ------------------------------------------------------------------ persistence
     def save(self, folder: str | os.PathLike) -> None:

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import faiss
+import fasteners
 import numpy as np
+from faiss.contrib.exhaustive_search import knn_ground_truth
 from tqdm.auto import tqdm
 
 from atlas_kit.index.base import (
@@ -40,6 +42,7 @@ __all__ = ["FaissIndex"]
 log = logging.getLogger(__name__)
 
 METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
+DEFAULT_TARGET_RECALL = 0.95  # of exact top-k neighbours, for the search knob chosen at build time
 
 
 def _gpu_available() -> bool:
@@ -66,13 +69,19 @@ class FaissIndex(Index):
     ) -> None:
         if index.ntotal != len(passages):
             raise ValueError(f"FAISS index holds {index.ntotal} vectors but there are {len(passages)} passages")
-        # one tuple, replaced as a whole by add/remove: a search reads it once and so always sees
-        # a consistent (index, passages, embeddings) snapshot, even while an update runs
+        # (index, passages, embeddings), replaced as a whole under the write lock. The FAISS index
+        # inside is changed in place (no copy per update), so a search holds the read lock while it
+        # runs and takes the passages of the same moment: it sees the state before or after an
+        # update, never one half-applied. Passages and embeddings of an older snapshot stay valid.
         self._state: tuple[faiss.Index, Passages, np.ndarray | None] = (index, passages, embeddings)
         self.manifest = manifest
         self._gpu_index = None
         self._gpu_source = None
-        self._update_lock = threading.Lock()
+        self._update_lock = threading.Lock()  # one writer at a time (encoding runs outside the RW lock)
+        self._rw = fasteners.ReaderWriterLock()
+        self._emb_buffer: np.ndarray | None = None  # spare capacity behind the embeddings, for appends
+        self._checksum_state: Any = None  # running SHA-256 of the passages (Passages.checksum_state)
+        self._mapped = False  # the FAISS index is a read-only view of its file (see memory_mapped)
         self.path: str | None = None
 
     @property
@@ -87,6 +96,14 @@ class FaissIndex(Index):
     def embeddings(self) -> np.ndarray | None:
         return self._state[2]
 
+    @property
+    def memory_mapped(self) -> bool:
+        """Whether the FAISS index is still a view of its file (as loaded with ``mmap=True``).
+
+        FAISS cannot write to a view (it aborts the process), so the first ``add`` / ``remove``
+        copies the index into memory; from then on it is an ordinary in-memory index."""
+        return self._mapped
+
     # ------------------------------------------------------------------ building
     @classmethod
     def build(
@@ -100,12 +117,14 @@ class FaissIndex(Index):
         embeddings_dtype: str = "float16",
         show_progress: bool | None = None,
         seed: int = 0,
+        target_recall: float | None = DEFAULT_TARGET_RECALL,
     ) -> "FaissIndex":
         """Encode ``passages`` with the retriever's passage encoder and index them.
 
         ``factory`` is any ``faiss.index_factory`` string ("Flat", "IVF1024,Flat", "IVF256,PQ64",
         "PQ48", "HNSW32", "OPQ16,IVF256,PQ16", ...). Trainable indexes are trained on a seeded
         sample of ``train_size`` vectors (default: all, capped at 256 x the number of centroids).
+        An IVF or HNSW index is then tuned to ``target_recall`` (see :meth:`tune`; ``None`` skips it).
         """
         if not isinstance(passages, Passages):
             passages = load_passages(passages)
@@ -121,6 +140,7 @@ class FaissIndex(Index):
             train_size=train_size,
             embeddings_dtype=embeddings_dtype,
             seed=seed,
+            target_recall=target_recall,
         )
         index.manifest["build"]["encode_seconds"] = round(encode_s, 3)
         return index
@@ -136,17 +156,21 @@ class FaissIndex(Index):
         train_size: int | None = None,
         embeddings_dtype: str = "float16",
         seed: int = 0,
+        target_recall: float | None = DEFAULT_TARGET_RECALL,
     ) -> "FaissIndex":
-        """Index precomputed passage vectors (row i belongs to ``passages[i]``)."""
+        """Index precomputed passage vectors (row i belongs to ``passages[i]``); an IVF or HNSW
+        index is tuned to ``target_recall`` (see :meth:`tune`; ``None`` skips it)."""
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
         if embeddings_dtype not in ("float16", "float32"):
             raise ValueError(f"embeddings_dtype must be 'float16' or 'float32', got {embeddings_dtype!r}")
+        on_disk = isinstance(embeddings, np.memmap)
         embeddings = np.asarray(embeddings)
         if embeddings.ndim != 2 or len(embeddings) != len(passages):
             raise ValueError(f"embeddings must be [{len(passages)}, dim], got {embeddings.shape}")
         dim = int(embeddings.shape[1])
         t0 = time.perf_counter()
+        checksum_state = passages.checksum_state()
         index = faiss.index_factory(dim, factory, METRICS[metric])
         _train(index, embeddings, train_size, seed)
         _add(index, embeddings)
@@ -160,21 +184,27 @@ class FaissIndex(Index):
             "version": 1,
             "history": [{"version": 1, "change": "build", "count": len(passages), "at": now_iso()}],
             "retriever": retriever_identity or {},
-            "corpus_checksum": passages.checksum(),
+            "corpus_checksum": checksum_state.hexdigest(),
             "embeddings_dtype": embeddings_dtype,
             "created": now_iso(),
             "build": {"index_seconds": round(time.perf_counter() - t0, 3)},
         }
-        return cls(index, passages, embeddings.astype(embeddings_dtype, copy=False), manifest)
+        if not on_disk:  # a memory-mapped array stays on disk (save() converts it chunk by chunk)
+            embeddings = embeddings.astype(embeddings_dtype, copy=False)
+        built = cls(index, passages, embeddings, manifest)
+        built._checksum_state = checksum_state
+        if target_recall is not None and _knob(index) is not None:
+            built.tune(target_recall, seed=seed)
+        return built
 
     # ------------------------------------------------------------------ persistence
     def save(self, folder: str | os.PathLike) -> None:
         """Write the index folder to a temporary sibling and publish it with an atomic rename."""
-        with atomic_dir(folder) as tmp:
+        with atomic_dir(folder) as tmp, self._rw.read_lock():
             index, passages, embeddings = self._state
             passages.save(tmp / "passages")
             if embeddings is not None:
-                np.save(tmp / "embeddings.npy", np.asarray(embeddings, dtype=self.manifest.get("embeddings_dtype", "float16")))
+                _save_array(tmp / "embeddings.npy", embeddings, self.manifest.get("embeddings_dtype", "float16"))
             faiss.write_index(index, str(tmp / "index.faiss"))
             atomic_write_json(tmp / MANIFEST, self.manifest)
         self.path = str(folder)
@@ -198,13 +228,15 @@ class FaissIndex(Index):
         if manifest.get("kind") != cls.kind:
             raise ValueError(f"{folder}: is a {manifest.get('kind')!r} index, not {cls.kind!r}")
         check_retriever(manifest, retriever, where=str(folder), allow_mismatch=allow_mismatch)
-        index = _read_index(folder / "index.faiss", mmap)
+        index, mapped = _read_index(folder / "index.faiss", mmap)
         passages = Passages.load(folder / "passages")
         embeddings = None
         emb_path = folder / "embeddings.npy"
         if load_embeddings and emb_path.is_file():
             embeddings = np.load(emb_path, mmap_mode="r" if mmap else None)
         loaded = cls(index, passages, embeddings, manifest)
+        loaded._apply_search_params()
+        loaded._mapped = mapped
         loaded.path = str(folder)
         return loaded
 
@@ -217,11 +249,79 @@ class FaissIndex(Index):
         return int(self.index.d)
 
     def set_search_params(self, **params: Any) -> None:
-        """Query-time knobs, e.g. ``nprobe=32`` (IVF) or ``efSearch=128`` (HNSW)."""
+        """Query-time knobs, e.g. ``nprobe=32`` (IVF) or ``efSearch=128`` (HNSW).
+
+        They are recorded in the manifest (``search_params``), applied again on load, and win over
+        the values chosen by :meth:`tune`."""
         ps = faiss.ParameterSpace()
         for name, value in params.items():
             ps.set_index_parameter(self.index, name, value)
             self.manifest.setdefault("search_params", {})[name] = value
+
+    def _apply_search_params(self) -> None:
+        """Tuned values first, then the explicit ones (which therefore win)."""
+        params = {**(self.manifest.get("tuned") or {}).get("params", {}), **self.manifest.get("search_params", {})}
+        ps = faiss.ParameterSpace()
+        for name, value in params.items():
+            ps.set_index_parameter(self.index, name, value)
+
+    def tune(self, target_recall: float = DEFAULT_TARGET_RECALL, k: int = 20, queries: int = 500,
+             seed: int = 0) -> dict[str, Any]:
+        """Choose the smallest ``nprobe`` (IVF) or ``efSearch`` (HNSW) whose top-``k`` recovers
+        ``target_recall`` of exact (Flat) top-``k`` neighbours; store it in the manifest and use it.
+
+        The queries are a seeded sample of ``queries`` stored passage vectors, each searched
+        leave-one-out (its own passage is dropped from both result lists, so it acts as a held-out
+        vector). The exact neighbours come from a chunked brute-force pass over the stored
+        embeddings (``faiss.contrib.exhaustive_search.knn_ground_truth``). Where FAISS's
+        ``ParameterSpace.explore`` picks operating points by measured speed, this scans one knob in
+        increasing order and keeps the first value that reaches the target: deterministic, so a
+        rebuild gets the same setting. If recall levels off below the target (the codes themselves
+        lose too much, e.g. coarse PQ), the start of the plateau is kept and a warning logged. Parameters set explicitly with
+        :meth:`set_search_params` still win. Returns the manifest's ``tuned`` record.
+        """
+        if not 0 < target_recall <= 1:
+            raise ValueError(f"target_recall must be in (0, 1], got {target_recall}")
+        index, _, emb = self._state
+        knob = _knob(index)
+        if knob is None:
+            raise ValueError(f"a {self.manifest.get('factory')!r} index has no search knob to tune (only IVF and HNSW do)")
+        if emb is None:
+            raise ValueError("tuning needs the stored embeddings: load the index with load_embeddings=True")
+        n = len(emb)
+        k = min(k, n - 1)
+        if k < 1:
+            raise ValueError("tuning needs at least two passages")
+        rng = np.random.default_rng(seed)
+        pos = np.sort(rng.choice(n, min(queries, n), replace=False))
+        xq = np.ascontiguousarray(np.asarray(emb[pos]), dtype=np.float32)
+        metric = METRICS[self.manifest.get("metric", "ip")]
+        chunks = (np.ascontiguousarray(emb[i : i + 65_536], dtype=np.float32) for i in range(0, n, 65_536))
+        _, gt = knn_ground_truth(xq, chunks, k + 1, metric_type=metric)
+        truth = _drop_self(gt, pos, k)
+        ps = faiss.ParameterSpace()
+        seen: list[tuple[int, float]] = []
+        for value in _knob_values(index, knob, k):
+            with self._rw.read_lock():
+                ps.set_index_parameter(index, knob, value)
+                _, found = index.search(xq, k + 1)
+            got = _drop_self(found, pos, k)
+            seen.append((value, float(np.mean([len(set(a) & set(b)) / k for a, b in zip(got, truth)]))))
+            log.info("tune: %s=%d -> recall@%d %.3f", knob, value, k, seen[-1][1])
+            plateau = len(seen) >= 3 and seen[-1][1] - seen[-3][1] < 1e-3
+            if seen[-1][1] >= target_recall or plateau:
+                break
+        value, recall = seen[-1]
+        if recall < target_recall:
+            best = max(r for _, r in seen)
+            value, recall = next((v, r) for v, r in seen if r >= best - 5e-3)  # the plateau's start
+            log.warning("tune: recall@%d of exact search stops at %.3f (%s=%d), below the target %.3f: "
+                        "the index's codes lose more than that", k, recall, knob, value, target_recall)
+        tuned = {"params": {knob: int(value)}, "target_recall": target_recall, "recall": round(recall, 4),
+                 "k": k, "queries": len(pos), "seed": seed}
+        self.manifest = {**self.manifest, "tuned": tuned}
+        self._apply_search_params()
+        return tuned
 
     def to_gpu(self) -> bool:
         """Move search to all visible GPUs when faiss-gpu is installed; returns whether it did."""
@@ -234,7 +334,8 @@ class FaissIndex(Index):
 
     def search_vectors(self, query_embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Raw FAISS search: (scores [n, k], positions [n, k]); position -1 means no result."""
-        return self._search(self.index, query_embeddings, k)
+        with self._rw.read_lock():
+            return self._search(self.index, query_embeddings, k)
 
     def _search(self, index: faiss.Index, query_embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         q = np.ascontiguousarray(query_embeddings, dtype=np.float32)
@@ -249,7 +350,12 @@ class FaissIndex(Index):
             embeddings: np.ndarray | None = None, batch_size: int = 128) -> "FaissIndex":
         """Append passages (encoded with ``retriever``, which must match the manifest, or given as
         ``embeddings``). Existing passages keep their positions and ids; the manifest version
-        increments. Returns ``self``. Searches running meanwhile see the old or the new state."""
+        increments. Returns ``self``. Searches running meanwhile see the old or the new state.
+
+        The FAISS index grows in place and the stored embeddings grow into spare capacity
+        (doubling), so an append costs about the same on a large index as on a small one; only the
+        first write to a memory-mapped index copies it into memory (see :attr:`memory_mapped`).
+        """
         if not isinstance(passages, Passages):
             passages = load_passages(passages)
         if embeddings is None:
@@ -257,25 +363,45 @@ class FaissIndex(Index):
                 raise ValueError("FaissIndex.add needs the retriever that built the index (or embeddings=...)")
             check_retriever(self.manifest, retriever, where="FaissIndex.add")
             embeddings = retriever.encode_passages(passages, batch_size=batch_size)
-        embeddings = np.asarray(embeddings, dtype=np.float32)
+        embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
         if embeddings.shape != (len(passages), self.dim):
             raise ValueError(f"embeddings must be [{len(passages)}, {self.dim}], got {embeddings.shape}")
         with self._update_lock:
             index, old_passages, old_emb = self._state
             merged = old_passages.concat(passages)  # raises on duplicate ids before anything changes
-            new_index = faiss.clone_index(index)
-            _add(new_index, embeddings)
-            dtype = self.manifest.get("embeddings_dtype", "float16")
-            new_emb = None if old_emb is None else np.concatenate([np.asarray(old_emb), embeddings.astype(dtype)])
-            self._commit((new_index, merged, new_emb), "add", len(passages))
+            new_emb = None if old_emb is None else self._grown(old_emb, embeddings)
+            if self._checksum_state is None:
+                self._checksum_state = old_passages.checksum_state()  # once after load; then per append
+            checksum_state = passages.checksum_state(self._checksum_state)
+            if self._mapped:  # FAISS aborts on writes to a view: copy it into memory first
+                index = faiss.deserialize_index(faiss.serialize_index(index))
+            with self._rw.write_lock():
+                _add(index, embeddings)
+                self._commit((index, merged, new_emb), "add", len(passages), checksum_state)
         return self
+
+    def _grown(self, old: np.ndarray, new: np.ndarray) -> np.ndarray:
+        """``old`` followed by ``new``, written into spare capacity after ``old`` when there is some.
+
+        Rows past ``len(old)`` are never part of a published snapshot, so writing them does not
+        disturb a search still holding ``old``; a full buffer is replaced by one twice as large.
+        """
+        n, m = len(old), len(new)
+        buf = self._emb_buffer
+        if buf is None or old.base is not buf or len(buf) < n + m:
+            buf = np.empty((max(2 * n, n + m, 1024), old.shape[1]), dtype=self.manifest.get("embeddings_dtype", "float16"))
+            buf[:n] = old
+            self._emb_buffer = buf
+        buf[n : n + m] = new
+        return buf[: n + m]
 
     def remove(self, ids: Sequence[str]) -> "FaissIndex":
         """Remove passages by id; the others keep their ids (positions shift down, in order).
 
-        Flat indexes delete in place (``remove_ids``, exact). Other index types are rebuilt from the
-        stored embeddings with their trained quantizers (``reset`` + ``add``): no re-encoding and no
-        re-training, at the cost of one pass of ``add`` over the remaining vectors.
+        Flat indexes delete in place (``remove_ids``, exact; it moves the vectors after the first
+        removed one, so its cost grows with the index). Other index types are rebuilt from the
+        stored embeddings with their trained quantizers (``reset`` + ``add`` on a copy): no
+        re-encoding and no re-training, at the cost of one pass of ``add`` over the remaining vectors.
         """
         with self._update_lock:
             index, passages, emb = self._state
@@ -285,29 +411,41 @@ class FaissIndex(Index):
             keep_mask = np.ones(len(passages), dtype=bool)
             keep_mask[drop] = False
             keep = np.flatnonzero(keep_mask)
-            new_index = faiss.clone_index(index)
-            if isinstance(faiss.downcast_index(new_index), faiss.IndexFlat):
-                new_index.remove_ids(np.asarray(drop, dtype=np.int64))
-            else:
+            kept = passages.select(keep.tolist())
+            new_emb = None if emb is None else np.asarray(emb)[keep]
+            checksum_state = kept.checksum_state()
+            flat = isinstance(faiss.downcast_index(index), faiss.IndexFlat)
+            if self._mapped:
+                index = faiss.deserialize_index(faiss.serialize_index(index))
+            elif not flat:
+                index = faiss.clone_index(index)  # rebuilt aside, so searches go on meanwhile
+            if not flat:
                 if emb is None:
                     raise ValueError("this index was loaded without embeddings; cannot rebuild it after removal")
-                new_index.reset()
-                _add(new_index, np.asarray(emb)[keep])
-            new_emb = None if emb is None else np.asarray(emb)[keep]
-            self._commit((new_index, passages.select(keep.tolist()), new_emb), "remove", len(drop))
+                index.reset()
+                _add(index, new_emb)
+            with self._rw.write_lock():
+                if flat:
+                    index.remove_ids(np.asarray(drop, dtype=np.int64))
+                self._emb_buffer = None
+                self._commit((index, kept, new_emb), "remove", len(drop), checksum_state)
         return self
 
-    def _commit(self, state: tuple[faiss.Index, Passages, np.ndarray | None], change: str, n: int) -> None:
-        manifest = bumped(self.manifest, change, n, count=len(state[1]), corpus_checksum=state[1].checksum())
+    def _commit(self, state: tuple[faiss.Index, Passages, np.ndarray | None], change: str, n: int,
+                checksum_state: Any) -> None:
+        """Publish a new state (the caller holds the write lock)."""
+        self.manifest = bumped(self.manifest, change, n, count=len(state[1]), corpus_checksum=checksum_state.hexdigest())
         self._state = state
-        self.manifest = manifest
+        self._checksum_state = checksum_state
+        self._mapped = False
         self._gpu_index = None
 
     def search(self, queries: Sequence[str], k: int, query_embeddings: np.ndarray | None = None) -> list[Hits]:
         if query_embeddings is None:
             raise ValueError("FaissIndex.search needs query_embeddings (use Atlas.retrieve, which computes them)")
-        index, passages, _ = self._state
-        scores, positions = self._search(index, query_embeddings, k)
+        with self._rw.read_lock():
+            index, passages, _ = self._state
+            scores, positions = self._search(index, query_embeddings, k)
         if positions.size and positions[:, -1].min() < 0:  # some queries got fewer than k results
             keep = positions >= 0
             return [Hits(passages, p[m], s[m]) for p, s, m in zip(positions, scores, keep)]
@@ -318,6 +456,33 @@ class FaissIndex(Index):
         info["ntotal"] = len(self)
         info["memory_bytes"] = _index_bytes(self.index)
         return info
+
+
+def _knob(index: faiss.Index) -> str | None:
+    """The query-time knob that trades speed for recall: ``nprobe`` (IVF), ``efSearch`` (HNSW)."""
+    if faiss.try_extract_index_ivf(index) is not None:
+        return "nprobe"
+    if isinstance(faiss.downcast_index(_inner(index)), faiss.IndexHNSW):
+        return "efSearch"
+    return None
+
+
+def _inner(index: faiss.Index) -> faiss.Index:
+    """The index below any pre-transform (OPQ, PCA...) wrapper."""
+    index = faiss.downcast_index(index)
+    return faiss.downcast_index(index.index) if isinstance(index, faiss.IndexPreTransform) else index
+
+
+def _knob_values(index: faiss.Index, knob: str, k: int) -> list[int]:
+    if knob == "nprobe":
+        nlist = faiss.try_extract_index_ivf(index).nlist
+        return sorted({min(2**i, nlist) for i in range(int(np.ceil(np.log2(nlist))) + 1)})
+    return [v for v in (16, 32, 64, 128, 256, 512, 1024, 2048) if v >= k] or [k]
+
+
+def _drop_self(found: np.ndarray, pos: np.ndarray, k: int) -> list[np.ndarray]:
+    """Per query, the first ``k`` results other than the query's own position (and padding)."""
+    return [row[(row != p) & (row >= 0)][:k] for row, p in zip(found, pos)]
 
 
 def _default_train_size(index: faiss.Index, n: int) -> int:
@@ -346,17 +511,27 @@ def _add(index: faiss.Index, embeddings: np.ndarray, chunk: int = 65_536) -> Non
         index.add(np.ascontiguousarray(embeddings[start : start + chunk], dtype=np.float32))
 
 
-def _read_index(path: Path, mmap: bool) -> faiss.Index:
+def _save_array(path: Path, array: np.ndarray, dtype: str, chunk: int = 65_536) -> None:
+    """Write ``array`` as ``dtype`` to a ``.npy`` file chunk by chunk (no full in-memory copy)."""
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=array.shape)
+    for start in range(0, len(array), chunk):
+        out[start : start + chunk] = array[start : start + chunk]
+    out.flush()
+    del out
+
+
+def _read_index(path: Path, mmap: bool) -> tuple[faiss.Index, bool]:
+    """The FAISS index at ``path`` and whether it is a memory-mapped (read-only) view."""
     if mmap:
         for flag_name in ("IO_FLAG_MMAP_IFC", "IO_FLAG_MMAP"):
             flag = getattr(faiss, flag_name, None)
             if flag is None:
                 continue
             try:
-                return faiss.read_index(str(path), flag)
+                return faiss.read_index(str(path), flag), True
             except RuntimeError:
                 continue
-    return faiss.read_index(str(path))
+    return faiss.read_index(str(path)), False
 
 
 def _index_bytes(index: faiss.Index) -> int:

@@ -292,18 +292,39 @@ class Trainer:
         return {k: float(v) / self.world_size for k, v in zip(keys, t.tolist())}
 
     def reindex(self) -> None:
-        """Re-embed the whole corpus with the current passage encoder and hot-swap the index."""
+        """Re-embed the corpus with the current passage encoder and hot-swap the index.
+
+        Under data parallelism each rank encodes one contiguous shard of the passages and the
+        shards are all-gathered (in rank order), so every rank ends with the same full index at
+        1/world of the encoding cost."""
         index = self.atlas.index
         if not isinstance(index, FaissIndex):
             raise TypeError(f"refresh='reindex' needs a FaissIndex, not {type(index).__name__}")
         t0 = time.perf_counter()
-        emb = self.retriever.encode_passages(index.passages)
+        emb = self._encode_sharded(index.passages)
         new = FaissIndex.from_embeddings(emb, index.passages, retriever_identity=self.retriever.identity(),
                                          factory=index.manifest.get("factory", "Flat"),
                                          metric=index.manifest.get("metric", "ip"),
                                          embeddings_dtype=index.manifest.get("embeddings_dtype", "float16"))
         self.atlas.swap_index(new)
         log.info("re-indexed %d passages in %.1fs at step %d", len(new), time.perf_counter() - t0, self.step)
+
+    def _encode_sharded(self, passages: Any) -> np.ndarray:
+        if self.world_size == 1:
+            return self.retriever.encode_passages(passages)
+        import torch.distributed as dist
+
+        bounds = np.linspace(0, len(passages), self.world_size + 1).astype(int)
+        start, stop = int(bounds[self.rank]), int(bounds[self.rank + 1])
+        mine = self.retriever.encode_passages(passages.select(range(start, stop)), show_progress=False)
+        device = next(self.reader.parameters()).device
+        width = int(np.diff(bounds).max())
+        padded = torch.zeros(width, mine.shape[1], dtype=torch.float32, device=device)
+        padded[: len(mine)] = torch.from_numpy(mine).to(device)
+        parts = [torch.empty_like(padded) for _ in range(self.world_size)]
+        dist.all_gather(parts, padded)
+        return np.concatenate([p[: stop_ - start_].cpu().numpy()
+                               for p, start_, stop_ in zip(parts, bounds[:-1], bounds[1:])])
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
