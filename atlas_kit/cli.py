@@ -254,7 +254,8 @@ def _cmd_run_recipe(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides, smoke=args.smoke)
     evaluate_only = args.command == "evaluate"
     metrics = run_recipe(recipe, evaluate_only=evaluate_only, checkpoint=getattr(args, "checkpoint", None),
-                         retrieval_only=getattr(args, "retrieval_only", False))
+                         retrieval_only=getattr(args, "retrieval_only", False), overwrite=args.overwrite,
+                         resume=getattr(args, "resume", None))
     # the scalar metrics; per-subject / per-category tables are in the run folder's results.md
     print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}, indent=2, default=str))
     return 0
@@ -338,12 +339,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", help="e.g. train.steps=200 data.shots=64 reader=PATH")
     train.add_argument("--smoke", action="store_true", help="a few examples and steps: checks the recipe runs")
     train.add_argument("--checkpoint", default=None, help="start from a saved model folder (a run's model/)")
+    train.add_argument("--resume", default=None, metavar="RUN/checkpoint-N",
+                       help="continue an interrupted run exactly from one of its checkpoints (same recipe and "
+                            "overrides; the run folder defaults to the checkpoint's parent)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="allow an output_dir that is not a run of this recipe (its run files are replaced)")
     train.set_defaults(func=_cmd_run_recipe)
     evaluate = sub.add_parser("evaluate", help="evaluate a recipe's model on its eval data")
     evaluate.add_argument("recipe")
     evaluate.add_argument("overrides", nargs="*")
     evaluate.add_argument("--checkpoint", default=None, help="a saved model folder (a run's model/)")
     evaluate.add_argument("--smoke", action="store_true")
+    evaluate.add_argument("--overwrite", action="store_true",
+                          help="allow an output_dir that is not a run of this recipe (its run files are replaced)")
     evaluate.add_argument("--retrieval-only", action="store_true",
                           help="no reader: recall@k / answer recall@k / R-Precision of the retriever and index")
     evaluate.set_defaults(func=_cmd_run_recipe)
@@ -384,8 +392,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(-1 if args.quiet else args.verbose)
     try:
         return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError) as e:
-        log.error("%s", e)
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
+        if args.verbose > 0:
+            log.exception("%s", e)
+        else:
+            log.error("%s", e)
+        return 2
+    except Exception as e:  # noqa: BLE001 - a library error is one clear line, not a traceback (-v: traceback)
+        if args.verbose > 0:
+            log.exception("%s: %s", type(e).__name__, e)
+        else:
+            message = e.args[0] if isinstance(e, KeyError) and e.args else e
+            log.error("%s: %s (run with -v for the traceback)", type(e).__name__, message)
         return 2
 
 
