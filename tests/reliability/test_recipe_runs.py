@@ -30,12 +30,9 @@ def world_recipe(tmp_path, monkeypatch):
     ("data.shots=many", "data.shots", "int"),
 ])
 def test_bad_values_fail_at_load_time_naming_key_value_and_type(tmp_path, override, key, expected):
-    with pytest.raises(ValueError, match=rf"{key}.*{expected}|{expected}"):
+    with pytest.raises(ValueError) as e:
         load_recipe(None, [override])
-    try:
-        load_recipe(None, [override])
-    except ValueError as e:
-        assert key in str(e) and expected in str(e)
+    assert key in str(e.value) and expected in str(e.value)
 
 
 def test_yaml_float_strings_are_coerced():
