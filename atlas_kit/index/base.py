@@ -28,6 +28,7 @@ __all__ = [
     "IndexChangedError",
     "IndexMismatchError",
     "check_retriever",
+    "folder_origin",
     "verify_loaded",
     "folder_size",
     "read_manifest",
@@ -52,7 +53,8 @@ class Manifest(dict):
     origin: tuple[int, ...] | None = None
 
 
-def _origin(folder: str | os.PathLike) -> tuple[int, ...] | None:
+def folder_origin(folder: str | os.PathLike) -> tuple[int, ...] | None:
+    """Identity of one save of an index folder (folder and manifest inode, mtime, size)."""
     try:
         d, m = os.stat(folder), os.stat(Path(folder) / MANIFEST)
     except OSError:
@@ -142,7 +144,7 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
     path = Path(folder) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"{folder} is not an atlas_kit index: {MANIFEST} is missing")
-    origin = _origin(folder)  # taken before reading: a swap after it shows up in verify_loaded
+    origin = folder_origin(folder)  # taken before reading: a swap after it shows up in verify_loaded
     data = read_json(path)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
@@ -163,7 +165,7 @@ def verify_loaded(folder: str | os.PathLike, manifest: dict[str, Any], n_passage
     the manifest's ``count``. Cheap: two ``stat`` calls, no reading of data.
     """
     origin = getattr(manifest, "origin", None)
-    if origin is not None and _origin(folder) != origin:
+    if origin is not None and folder_origin(folder) != origin:
         raise IndexChangedError(f"{folder} was replaced while it was being loaded (a concurrent save); load it again")
     count = manifest.get("count")
     if n_passages is None:

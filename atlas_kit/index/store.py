@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from atlas_kit.index.base import Index, IndexChangedError, read_manifest
+from atlas_kit.index.base import Index, IndexChangedError, folder_origin, read_manifest
 from atlas_kit.storage import atomic_write_text, is_temporary, recover_dir, temporary_target
 
 __all__ = ["IndexStore", "resolve_index_path", "parse_ref", "store_root"]
@@ -149,15 +149,19 @@ class IndexStore:
 
     def load(self, ref: str, retriever: Any = None, allow_mismatch: bool = False, **kwargs: Any) -> Index:
         """Open NAME[@VERSION]. A load that raced a re-save of the same folder
-        (:class:`~atlas_kit.index.base.IndexChangedError`) is retried a few times."""
+        (:class:`~atlas_kit.index.base.IndexChangedError`, or any error while the folder was
+        being replaced) is retried a few times."""
         from atlas_kit.index import load_index
 
         for attempt in range(_LOAD_ATTEMPTS):
+            folder = self.path(ref)
+            before = folder_origin(folder)
             try:
-                index = load_index(self.path(ref), retriever=retriever, allow_mismatch=allow_mismatch, **kwargs)
+                index = load_index(folder, retriever=retriever, allow_mismatch=allow_mismatch, **kwargs)
                 break
-            except IndexChangedError:
-                if attempt == _LOAD_ATTEMPTS - 1:
+            except Exception as e:
+                raced = isinstance(e, IndexChangedError) or folder_origin(folder) != before
+                if not raced or attempt == _LOAD_ATTEMPTS - 1:
                     raise
         index.ref = ref if "@" in ref else f"{ref}@{self.current(ref)}"
         return index
