@@ -56,6 +56,9 @@ def test_a_folder_of_user_files_is_never_overwritten(world_recipe, tmp_path):
 
 def test_another_recipes_run_needs_overwrite_and_is_then_replaced_whole(world_recipe, tmp_path):
     assert main(["-q", "train", str(world_recipe), "output_dir=run"]) == 0
+    assert main(["-q", "train", str(world_recipe), "output_dir=run"]) == 0  # a re-run of the same recipe
+    steps = [json.loads(x)["step"] for x in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2]  # one log, not two runs appended
     assert main(["-q", "train", str(world_recipe), "output_dir=run", "train.steps=3"]) == 2
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["step"] == 2
     assert main(["-q", "train", str(world_recipe), "output_dir=run", "train.steps=3", "--overwrite"]) == 0
@@ -73,13 +76,6 @@ def test_a_failing_rerun_changes_nothing(world_recipe, tmp_path):
         run_recipe(recipe)
     after = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
     assert after == before
-
-
-def test_rerun_of_the_same_recipe_keeps_one_log(world_recipe, tmp_path):
-    assert main(["-q", "train", str(world_recipe), "output_dir=run"]) == 0
-    assert main(["-q", "train", str(world_recipe), "output_dir=run"]) == 0
-    steps = [json.loads(x)["step"] for x in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
-    assert steps == [1, 2]
 
 
 def test_resume_from_the_cli_logs_every_step_once(world_recipe, tmp_path):
