@@ -18,6 +18,7 @@ import numpy as np
 from atlas_kit.index.base import Hits, Index
 from atlas_kit.reader import Reader
 from atlas_kit.retriever import Retriever
+from atlas_kit.model_card import write_model_card
 from atlas_kit.storage import atomic_dir, atomic_write_json, read_json
 
 __all__ = ["Atlas", "Answer"]
@@ -170,6 +171,7 @@ class Atlas:
                 "index": str(Path(index_path).resolve()) if index_path else None,
                 "has_reader": self.reader is not None,
             })
+            write_model_card(tmp)  # README.md with the Hub's metadata block
 
     @classmethod
     def from_pretrained(

@@ -254,11 +254,93 @@ def _cmd_run_recipe(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides, smoke=args.smoke)
     evaluate_only = args.command == "evaluate"
     metrics = run_recipe(recipe, evaluate_only=evaluate_only, checkpoint=getattr(args, "checkpoint", None),
-                         retrieval_only=getattr(args, "retrieval_only", False), overwrite=args.overwrite,
+                         retrieval_only=getattr(args, "retrieval_only", False),
+                         run_file=getattr(args, "run_file", None), overwrite=getattr(args, "overwrite", False),
                          resume=getattr(args, "resume", None))
     # the scalar metrics; per-subject / per-category tables are in the run folder's results.md
     print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}, indent=2, default=str))
     return 0
+
+
+# ---------------------------------------------------------------------- interop
+def _cmd_evaluate_beir(args: argparse.Namespace) -> int:
+    from atlas_kit import Retriever
+    from atlas_kit.ir import evaluate_beir
+
+    retriever = Retriever.from_pretrained(args.retriever, device=args.device)
+    metrics, _ = evaluate_beir(args.folder, retriever, k=args.k, split=args.split, ks=args.ks, factory=args.factory,
+                               batch_size=args.batch_size, run_file=args.run_file,
+                               ignore_identical_ids=not args.keep_identical_ids)
+    if args.out:
+        from atlas_kit.storage import atomic_write_json
+
+        atomic_write_json(args.out, metrics)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def _cmd_convert_atlas(args: argparse.Namespace) -> int:
+    from atlas_kit.convert import convert_atlas_checkpoint
+
+    out = convert_atlas_checkpoint(args.checkpoint, args.out, reader_base=args.reader_base,
+                                   retriever_base=args.retriever_base)
+    _console().print(f"[green]converted[/green] {args.checkpoint} -> {out}")
+    return 0
+
+
+def _cmd_card(args: argparse.Namespace) -> int:
+    from atlas_kit.model_card import write_model_card
+
+    path = write_model_card(args.folder, run=args.run, datasets=args.dataset or None, base_model=args.base_model)
+    _console().print(f"[green]wrote[/green] {path}")
+    return 0
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    from atlas_kit.hub import push_to_hub
+
+    info = push_to_hub(args.folder, args.repo_id, private=args.private or None, run=args.run)
+    _console().print(f"[green]pushed[/green] {args.folder} -> {getattr(info, 'commit_url', args.repo_id)}")
+    return 0
+
+
+def _add_interop_commands(sub: Any) -> None:
+    card = sub.add_parser("card", help="write README.md (Hub model card) into a retriever/reader/model/index folder")
+    card.add_argument("folder")
+    card.add_argument("--run", default=None, help="run folder whose metrics.json / recipe.json fill in the card")
+    card.add_argument("--dataset", action="append", default=[], help="dataset name (repeatable)")
+    card.add_argument("--base-model", default=None)
+    card.set_defaults(func=_cmd_card)
+    push = sub.add_parser("push", help="upload a folder to the Hugging Face Hub (login with `hf auth login`)")
+    push.add_argument("folder")
+    push.add_argument("repo_id", help="owner/name")
+    push.add_argument("--private", action="store_true")
+    push.add_argument("--run", default=None, help="run folder whose metrics fill in the card")
+    push.set_defaults(func=_cmd_push)
+    beir = sub.add_parser("evaluate-beir", help="index a BEIR folder's corpus, retrieve, score nDCG/MRR/MAP/recall/P@k")
+    beir.add_argument("folder", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv")
+    beir.add_argument("--retriever", default=None, help="hub id or folder (default: bundled all-MiniLM-L6-v2)")
+    beir.add_argument("--split", default="test")
+    beir.add_argument("--k", type=int, default=100, help="passages retrieved per query")
+    beir.add_argument("--ks", type=int, nargs="+", default=[1, 10, 100], help="metric cut-offs")
+    beir.add_argument("--factory", default="Flat")
+    beir.add_argument("--batch-size", type=int, default=128)
+    beir.add_argument("--run-file", default=None, help="also write the run in TREC format")
+    beir.add_argument("--out", default=None, help="also write the metrics as JSON")
+    beir.add_argument("--keep-identical-ids", action="store_true",
+                      help="keep hits whose id equals the query id (BEIR drops them)")
+    beir.add_argument("--device", default=None)
+    beir.set_defaults(func=_cmd_evaluate_beir)
+    convert = sub.add_parser("convert", help="import checkpoints of other systems")
+    csub = convert.add_subparsers(dest="convert_command", metavar="SOURCE")
+    atlas = csub.add_parser("atlas", help="an Atlas model.pth.tar -> an atlas_kit model folder (retriever/, reader/)")
+    atlas.add_argument("checkpoint", help="Atlas checkpoint: model.pth.tar or its folder")
+    atlas.add_argument("out", help="model folder to write (published atomically)")
+    atlas.add_argument("--reader-base", default=None,
+                       help="T5 config + tokenizer (hub id or folder); default: the checkpoint's opt.reader_model_type")
+    atlas.add_argument("--retriever-base", default=None,
+                       help="BERT config + tokenizer (hub id or folder); default: the checkpoint's opt.retriever_model_path")
+    atlas.set_defaults(func=_cmd_convert_atlas)
 
 
 # ---------------------------------------------------------------------- demo
@@ -354,6 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="allow an output_dir that is not a run of this recipe (its run files are replaced)")
     evaluate.add_argument("--retrieval-only", action="store_true",
                           help="no reader: recall@k / answer recall@k / R-Precision of the retriever and index")
+    evaluate.add_argument("--run-file", default=None,
+                          help="with --retrieval-only: also write the ranking as a TREC run file (qid Q0 docid rank score tag)")
     evaluate.set_defaults(func=_cmd_run_recipe)
 
     demo = sub.add_parser("demo", help="end-to-end demo on a generated world (offline, a few minutes on CPU)")
@@ -370,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Later modules (train, evaluate, index add/remove) register their sub-commands here.
-_EXTRA_COMMANDS: list[Callable[[Any], None]] = []
+_EXTRA_COMMANDS: list[Callable[[Any], None]] = [_add_interop_commands]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,7 +13,10 @@ One entry point for every task, so the trainer's periodic evaluation, ``atlas-ki
 
 The task is read off the examples (:func:`task_of`) unless given. A run folder gets
 ``metrics.json``, ``predictions.jsonl`` (question, prediction, gold, retrieved passage ids and
-scores), ``results.md`` (the tables) and plots (recall@k curve; accuracy per category).
+scores), ``results.md`` (the tables) and plots (recall@k curve; accuracy per category); a KILT run
+also ``kilt_predictions.jsonl`` in KILT's submission format (:mod:`atlas_kit.kilt_submission`).
+Retrieval-only runs with gold passage ids add nDCG/MRR/MAP/Recall/P@k (:mod:`atlas_kit.ir`) and
+can write the ranking as a TREC run file.
 """
 from __future__ import annotations
 
@@ -105,21 +108,46 @@ def evaluate(atlas: Any, examples: Sequence[Any], k: int, batch_size: int = 16, 
                                               [e.answers for e in examples], ks=ks))
         records = [{"id": e.id, "question": e.question, "prediction": p, "gold": e.answers,
                     "passages": _passage_records(h)} for e, p, h in zip(examples, preds, hits)]
+        if task == "kilt":
+            _add_kilt_submission(records, examples, preds, hits)
     metrics["n"] = len(examples)
     return Evaluation(task, metrics, records)
 
 
+def _add_kilt_submission(records: list[dict[str, Any]], examples: Sequence[Any], preds: Sequence[str] | None,
+                         hits: Sequence[Any]) -> None:
+    from atlas_kit.kilt_submission import submission_records
+
+    for rec, sub in zip(records, submission_records(examples, preds, hits)):
+        rec["kilt"] = sub
+
+
 def evaluate_retrieval(atlas: Any, examples: Sequence[Any], ks: Sequence[int] = (1, 5, 20, 100),
-                       task: str | None = None) -> Evaluation:
+                       task: str | None = None, run_file: str | os.PathLike | None = None) -> Evaluation:
     """Retrieval-only metrics (no reader): recall@k over gold passage ids when known, answer
-    recall@k (answer string in a top-k passage) for QA, page-level R-Precision/recall@k for KILT."""
+    recall@k (answer string in a top-k passage) for QA, page-level R-Precision/recall@k for KILT.
+
+    With gold passage ids also the IR measures ``NDCG@k``, ``MRR@k``, ``MAP``, ``Recall@k``,
+    ``P@k`` (:func:`atlas_kit.ir.ir_metrics`, binary relevance); ``run_file`` writes the ranking as
+    a TREC run (query id = example id)."""
     task = task or task_of(examples)
     examples = list(examples)
     ks = sorted(set(int(k) for k in ks))
     hits = atlas.retrieve([e.question for e in examples], k=max(ks))
     metrics: dict[str, Any] = {}
+    run = None
+    if run_file is not None or all(e.gold_ids for e in examples):
+        from atlas_kit.ir import qrels_from_gold_ids, run_from_hits, write_run
+
+        run = run_from_hits([e.id for e in examples], hits)
+        if run_file is not None:
+            write_run(run_file, run)
     if all(e.gold_ids for e in examples):
+        from atlas_kit.ir import ir_metrics
+
         metrics.update(recall_at_k([h.ids for h in hits], [e.gold_ids for e in examples], ks=ks))
+        qrels = qrels_from_gold_ids([e.id for e in examples], [e.gold_ids for e in examples])
+        metrics.update({k: v for k, v in ir_metrics(run, qrels, ks=ks).items() if k != "n_queries"})
     if task == "qa":
         metrics.update(answer_recall_at_k([[p.text for p in h] for h in hits], [e.answers for e in examples], ks=ks))
     if task == "kilt":
@@ -133,6 +161,8 @@ def evaluate_retrieval(atlas: Any, examples: Sequence[Any], ks: Sequence[int] = 
     metrics["n"] = len(examples)
     records = [{"id": e.id, "question": e.question, "gold": e.answers, "gold_ids": list(e.gold_ids),
                 "passages": _passage_records(h)} for e, h in zip(examples, hits)]
+    if task == "kilt":
+        _add_kilt_submission(records, examples, None, hits)
     return Evaluation(task, metrics, records)
 
 
@@ -163,9 +193,15 @@ def markdown(evaluation: Evaluation, title: str = "Results") -> str:
 def write_report(out: str | os.PathLike, evaluation: Evaluation, title: str = "Results",
                  extra: dict[str, Any] | None = None) -> None:
     """``metrics.json`` (``extra`` first, e.g. the step), ``predictions.jsonl``, ``results.md`` and
-    plots into ``out`` (atomic files)."""
+    plots into ``out`` (atomic files); for KILT, ``kilt_predictions.jsonl`` in KILT's format."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if evaluation.records and all("kilt" in r for r in evaluation.records):
+        from atlas_kit.kilt_submission import write_kilt_submission
+
+        write_kilt_submission(out / "kilt_predictions.jsonl", [r["kilt"] for r in evaluation.records])
+        evaluation = Evaluation(evaluation.task, evaluation.metrics,
+                                [{k: v for k, v in r.items() if k != "kilt"} for r in evaluation.records])
     atomic_write_json(out / "metrics.json", {**(extra or {}), "task": evaluation.task, **evaluation.metrics})
     atomic_write_text(out / "predictions.jsonl",
                       "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in evaluation.records))

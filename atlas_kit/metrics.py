@@ -1,9 +1,10 @@
 """Metrics behind one registry: SQuAD-normalised EM/F1, accuracy, answer/gold recall@k, and (via
 :func:`metric`) KILT's ROUGE-L, F1, R-Precision and page recall from :mod:`atlas_kit.provenance`.
 
-Hub-hosted ``evaluate`` metric scripts cannot be loaded offline, so the project's metrics are plain,
-tested functions looked up by name (``metric("rouge_l")``); task-level scoring (which metrics a task
-reports, KILT-EM, multiple-choice de-biasing) lives in :mod:`atlas_kit.evaluation`.
+Hub-hosted ``evaluate`` metric scripts cannot be loaded offline (so ``evaluate`` is not a
+dependency), and the project's metrics are plain, tested functions looked up by name
+(``metric("rouge_l")``); task-level scoring (which metrics a task reports, KILT-EM, multiple-choice
+de-biasing) lives in :mod:`atlas_kit.evaluation`.
 """
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ import torch
 
 from atlas_kit.metrics import normalize_answer
 from atlas_kit.reader import Reader
-from atlas_kit.reader_signals import eval_mode, token_logprobs
+from atlas_kit.reader_signals import eval_mode
 from atlas_kit.tasks.mmlu import LETTERS, MCExample, category_of, format_mc_query
 
 __all__ = ["option_logprobs", "letter_of_generation", "cyclic_permutations", "evaluate_multiple_choice",
@@ -97,11 +97,8 @@ def option_logprobs(
             batch = reader.tokenize(queries[s : s + batch_size], passages[s : s + batch_size])
             encoded = reader.encode(batch["input_ids"], batch["attention_mask"])
             b = batch["input_ids"].shape[0]
-            for j in range(n_options):
-                lab = labels[j : j + 1].expand(b, -1).contiguous()
-                logits = reader(labels=lab, encoded=encoded, use_cache=False).logits
-                tok, _ = token_logprobs(logits, lab)
-                out[s : s + b, j] = tok.sum(-1).float().cpu()
+            for j in range(n_options):  # one row of labels, broadcast over the batch
+                out[s : s + b, j] = reader.score(labels[j : j + 1], encoded=encoded).float().cpu()
     return out
 
 
@@ -173,20 +170,19 @@ def _as_scorer(reader_or_scorer: Reader | Scorer, letters: str, batch_size: int)
     return reader_or_scorer
 
 
-def _warn_if_truncated(reader: Reader, queries: Sequence[str]) -> int:
-    """Count (and log) queries whose input is cut at ``text_maxlength`` even with an empty passage.
+def _warn_if_options_cut(reader: Reader, examples: Sequence[MCExample], letters: str) -> int:
+    """Count (and log) queries whose OPTIONS alone exceed ``text_maxlength``.
 
-    The options come last in the query, so truncation silently removes the last options (their
-    letters are still scored) - long MMLU questions (e.g. professional_law) need a larger
-    ``text_maxlength`` than open QA does.
+    A long question is cut from its start by :meth:`Reader.tokenize` (as Atlas does), so its
+    options survive; only options that do not fit even without the question lose text.
     """
-    inputs = [reader.format_inputs(q, [])[0] for q in queries]
+    inputs = [reader.format_inputs(format_mc_query("", e.options, letters), [])[0] for e in examples]
     lengths = [len(ids) for ids in reader.tokenizer(inputs)["input_ids"]]
     cut = sum(n > reader.text_maxlength for n in lengths)
     if cut:
-        log.warning("%d of %d multiple-choice queries exceed text_maxlength=%d tokens (longest %d) and lose their "
-                    "last options to truncation; raise text_maxlength", cut, len(queries), reader.text_maxlength,
-                    max(lengths))
+        log.warning("%d of %d multiple-choice queries have options longer than text_maxlength=%d tokens (longest "
+                    "%d) even without their question: options are cut; raise text_maxlength", cut, len(examples),
+                    reader.text_maxlength, max(lengths))
     return cut
 
 
@@ -261,7 +257,7 @@ def evaluate_multiple_choice(
         raise ValueError(f"{len(examples)} examples but {len(passages)} passage lists")
     scorer = _as_scorer(reader_or_scorer, letters, batch_size)
     if isinstance(reader_or_scorer, Reader):
-        _warn_if_truncated(reader_or_scorer, [format_mc_query(e.raw_question, e.options, letters) for e in examples])
+        _warn_if_options_cut(reader_or_scorer, examples, letters)
 
     # every query to score: the original order, plus the non-trivial shifts when de-biasing
     perms = [cyclic_permutations(ex, letters)[: None if debias else 1] for ex in examples]

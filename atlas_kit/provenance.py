@@ -1,4 +1,5 @@
-"""KILT's evaluation, re-implemented: page-level R-precision / recall@k and the KILT scores.
+"""KILT's evaluation: page-level R-precision / recall@k and the KILT scores (ROUGE-L through the
+``rouge`` package that KILT itself calls).
 
 KILT (Petroni et al. 2021) asks a knowledge-intensive system for an answer *and* the Wikipedia
 pages that justify it. Its scores are re-implemented here from the paper's definitions and the
@@ -27,6 +28,7 @@ they happen (examples without gold answers, empty provenance lists).
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -309,62 +311,29 @@ def kilt_f1(prediction: str, answer: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def _rouge_sentences(text: str) -> list[list[str]]:
-    # The `rouge` package splits on every "." (abbreviations included), then on single spaces
-    # after collapsing whitespace; a whitespace-only piece thus becomes the one-token sentence
-    # [""]. Reproduced as is: parity with KILT's numbers matters more than linguistic sense.
-    return [" ".join(piece.split()).split(" ") for piece in text.split(".") if piece]
-
-
-def _lcs_words(ref: list[str], hyp: list[str]) -> set[str]:
-    """The words of one longest common subsequence of ``ref`` and ``hyp``.
-
-    Which LCS is taken matters because ROUGE-L (as below) counts distinct words: the backtrace
-    prefers the match, then moving up in ``ref`` only when that keeps a strictly longer LCS, as the
-    `rouge` package does.
-    """
-    n, m = len(ref), len(hyp)
-    table = [[0] * (m + 1) for _ in range(n + 1)]
-    for i in range(1, n + 1):
-        row, prev, r = table[i], table[i - 1], ref[i - 1]
-        for j in range(1, m + 1):
-            row[j] = prev[j - 1] + 1 if r == hyp[j - 1] else max(prev[j], row[j - 1])
-    words: set[str] = set()
-    i, j = n, m
-    while i > 0 and j > 0:
-        if ref[i - 1] == hyp[j - 1]:
-            words.add(ref[i - 1])
-            i, j = i - 1, j - 1
-        elif table[i - 1][j] > table[i][j - 1]:
-            i -= 1
-        else:
-            j -= 1
-    return words
-
-
 def rouge_l(prediction: str, reference: str) -> float:
-    """ROUGE-L F-measure in [0, 1] exactly as KILT scores it.
+    """ROUGE-L F-measure in [0, 1] exactly as KILT scores it: KILT calls the ``rouge`` package
+    (pltrdy, 1.0.x), ``Rouge().get_scores(pred, ref)[0]["rouge-l"]["f"]``, and so does this.
 
-    KILT calls the ``rouge`` package (pltrdy, 1.0.x) ``Rouge().get_scores(pred, ref)["rouge-l"]["f"]``:
-    summary-level ROUGE-L on raw text (no lower-casing or punctuation removal), sentences split on
-    ".", with *distinct* words counted (its default ``exclusive=True``): m / n = distinct words of the
-    reference / prediction, L = distinct words in the union of the sentence-pair LCSs,
-    P = L / n, R = L / m, F = 2PR / (P + R + 1e-8). An empty side scores 0 (KILT catches the
-    package's "empty" error as 0). This module implements that itself instead of using Google's
-    ``rouge_score``, whose ROUGE-L (lower-cased alphanumeric tokens, repeats counted, no sentence
-    split, no epsilon) gives different numbers than published KILT results.
+    That is summary-level ROUGE-L on raw text (no lower-casing or punctuation removal), sentences
+    split on ".", distinct words counted, F = 2PR / (P + R + 1e-8). A side the package calls empty
+    (no words) scores 0, as KILT catches that error as 0. Google's ``rouge_score`` is not used: its
+    ROUGE-L (lower-cased alphanumeric tokens, repeats counted, no sentence split, no epsilon) gives
+    other numbers than published KILT results.
     """
-    hyp, ref = _rouge_sentences(prediction), _rouge_sentences(reference)
-    if not hyp or not ref:
+    if not prediction.strip() or not reference.strip():
         return 0.0
-    m = len({w for s in ref for w in s})
-    n = len({w for s in hyp for w in s})
-    union: set[str] = set()
-    for r in ref:
-        for h in hyp:
-            union |= _lcs_words(r, h)
-    p, r_ = len(union) / n, len(union) / m
-    return 2.0 * (p * r_) / (p + r_ + 1e-8)
+    try:
+        return float(_rouge().get_scores(prediction, reference)[0]["rouge-l"]["f"])
+    except ValueError:  # the package's "Hypothesis is empty." / "Reference is empty." (e.g. only dots)
+        return 0.0
+
+
+@functools.lru_cache(maxsize=1)
+def _rouge() -> Any:
+    from rouge import Rouge
+
+    return Rouge(metrics=["rouge-l"])
 
 
 def _max_over(fn, prediction: str, answers: Sequence[str]) -> float:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -23,9 +24,10 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
 
-from atlas_kit.storage import atomic_dir, atomic_write_json, read_json
+from atlas_kit.model_card import reader_card
+from atlas_kit.storage import atomic_dir, atomic_write_json, atomic_write_text, read_json
 
-__all__ = ["Reader", "CONFIG_NAME"]
+__all__ = ["Reader", "CONFIG_NAME", "token_logprobs"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,16 @@ def _field(p: Any, name: str) -> str:
     if isinstance(p, dict):
         return str(p.get(name, "") or "")
     return str(getattr(p, name, "") or "")
+
+
+def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log p of each label token [N, T] (0 at padding), mask of real tokens [N, T]), in float32 at
+    least (half-precision logits are promoted; a float64 model keeps float64)."""
+    labels = labels.to(logits.device)
+    mask = labels != -100
+    logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+    tok = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return tok * mask, mask
 
 
 def _first_id(value: Any) -> int | None:
@@ -166,6 +178,7 @@ class Reader(torch.nn.Module):
             self.model.save_pretrained(tmp, safe_serialization=True)
             self.tokenizer.save_pretrained(tmp)
             atomic_write_json(tmp / CONFIG_NAME, self.settings())
+            atomic_write_text(tmp / "README.md", reader_card(self.settings()))  # the Hub's model card
         log.info("saved reader to %s", folder)
 
     def settings(self) -> dict[str, Any]:
@@ -192,6 +205,18 @@ class Reader(torch.nn.Module):
     def gradient_checkpointing_disable(self) -> None:
         self.model.gradient_checkpointing_disable()
 
+    def _cache_kwargs(self) -> dict[str, Any]:
+        """A T5 whose decoder has more layers than its encoder gets a cache that grows with the
+        layers it sees: ``generate``'s own cache is sized by ``config.num_layers`` (the encoder's
+        depth, which ``num_hidden_layers`` maps to) and fails with an IndexError otherwise."""
+        cfg = self.model.config
+        if (getattr(cfg, "num_decoder_layers", None) or cfg.num_layers) <= cfg.num_layers:
+            return {}
+        from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+        warnings.filterwarnings("ignore", message=".*past_key_values.*deprecated", category=FutureWarning)
+        return {"past_key_values": EncoderDecoderCache(DynamicCache(), DynamicCache())}
+
     # ------------------------------------------------------------------ inputs
     def format_inputs(self, question: str, passages: Sequence[Any]) -> list[str]:
         """One input string per passage; with no passages, a single input with an empty title
@@ -203,28 +228,92 @@ class Reader(torch.nn.Module):
     def tokenize(self, questions: Sequence[str], passages: Sequence[Sequence[Any]]) -> dict[str, torch.Tensor]:
         """``input_ids`` / ``attention_mask`` of shape [B, k, L], padded to the batch's longest input.
 
-        Every question needs the same k (FiD fuses a fixed number of passages per example); a
-        mismatch raises ``ValueError`` naming the offending index rather than silently truncating.
+        An input longer than ``text_maxlength`` tokens loses passage text first (from its end);
+        when the question and template alone do not fit, the question is cut from its START, as
+        Atlas does for multiple choice (``get_multiple_choice_question_prompt``): the options of
+        a multiple-choice query come last and are kept. Every question needs the same k (FiD fuses
+        a fixed number of passages per example); a mismatch raises ``ValueError`` naming the
+        offending index rather than silently truncating.
         """
         if len(questions) != len(passages):
             raise ValueError(f"{len(questions)} questions but {len(passages)} passage lists")
         if len(questions) == 0:
             raise ValueError("tokenize needs at least one question")
-        texts: list[str] = []
+        parts: list[tuple[str, str, str]] = []
         k = -1
         for i, (q, ps) in enumerate(zip(questions, passages)):
-            inputs = self.format_inputs(q, ps)
+            n = max(len(ps), 1)  # no passages: one closed-book input
             if i == 0:
-                k = len(inputs)
-            elif len(inputs) != k:
+                k = n
+            elif n != k:
                 raise ValueError(
                     f"question {i} has {len(ps)} passages but question 0 has {len(passages[0])}: "
                     "every question in a FiD batch needs the same number of passages"
                 )
-            texts.extend(inputs)
-        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.text_maxlength, return_tensors="pt")
+            if ps:
+                parts.extend((q, _field(p, "title"), _field(p, "text")) for p in ps)
+            else:
+                parts.append((q, "", ""))
+        texts = [self.template.format(question=q, title=t, text=x) for q, t, x in parts]
+        limit = self.text_maxlength
+        # cut at limit + 1: enough to see which inputs overflow, without long-input warnings
+        ids = list(self.tokenizer(texts, truncation=True, max_length=limit + 1)["input_ids"])
+        over = [i for i, x in enumerate(ids) if len(x) > limit]
+        if over:
+            fitted: dict[tuple[str, str], str] = {}
+            for i in over:
+                q, t, x = parts[i]
+                if (q, t) not in fitted:
+                    fitted[(q, t)] = self._fit_question(q, t)
+                texts[i] = self._fit_text(fitted[(q, t)], t, x)
+            refit = self.tokenizer([texts[i] for i in over], truncation=True, max_length=limit)["input_ids"]
+            for i, x in zip(over, refit):
+                ids[i] = x
+        width = max(len(x) for x in ids)
+        pad = self.tokenizer.pad_token_id
+        left = getattr(self.tokenizer, "padding_side", "right") == "left"
+        input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
+        attention_mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for i, x in enumerate(ids):
+            span = slice(width - len(x), width) if left else slice(0, len(x))
+            input_ids[i, span] = torch.tensor(x, dtype=torch.long)
+            attention_mask[i, span] = 1
         b = len(questions)
-        return {"input_ids": enc["input_ids"].view(b, k, -1), "attention_mask": enc["attention_mask"].view(b, k, -1)}
+        return {"input_ids": input_ids.view(b, k, -1), "attention_mask": attention_mask.view(b, k, -1)}
+
+    def _n_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text)["input_ids"])
+
+    def _fit_question(self, question: str, title: str) -> str:
+        """``question`` cut from its start until the template with it (and ``title``, no text) fits."""
+        limit = self.text_maxlength
+        over = self._n_tokens(self.template.format(question=question, title=title, text="")) - limit
+        if over <= 0:
+            return question
+        ids = self.tokenizer(question, add_special_tokens=False)["input_ids"]
+        for _ in range(4):  # decode -> encode may not round-trip token for token: re-measure
+            if over >= len(ids):
+                log.warning("the template and title alone exceed text_maxlength=%d: the question is dropped", limit)
+                return ""
+            kept = self.tokenizer.decode(ids[over:], skip_special_tokens=True).strip()
+            extra = self._n_tokens(self.template.format(question=kept, title=title, text="")) - limit
+            if extra <= 0:
+                log.debug("question cut from the start by %d tokens to fit text_maxlength=%d", over, limit)
+                return kept
+            over += extra
+        return kept
+
+    def _fit_text(self, question: str, title: str, text: str) -> str:
+        """The input with ``text`` cut from its end so the whole fits. With the default template the
+        text comes last and the tokenizer's own right truncation does exactly that; a template that
+        puts the text elsewhere gets it cut explicitly."""
+        full = self.template.format(question=question, title=title, text=text)
+        if self.template.rstrip().endswith("{text}"):
+            return full
+        budget = self.text_maxlength - self._n_tokens(self.template.format(question=question, title=title, text=""))
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        cut = self.tokenizer.decode(ids[: max(budget, 0)], skip_special_tokens=True) if budget > 0 else ""
+        return self.template.format(question=question, title=title, text=cut)
 
     def tokenize_answers(self, answers: Sequence[str]) -> torch.Tensor:
         """Labels [B, T]: answer tokens + eos (so the model learns to stop), padded with -100
@@ -300,6 +389,52 @@ class Reader(torch.nn.Module):
             self._ensure_eager_attention()
         return self.model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden), attention_mask=mask, labels=labels, **kwargs)
 
+    def score(
+        self,
+        targets: Sequence[str] | torch.Tensor,
+        questions: Sequence[str] | None = None,
+        passages: Sequence[Sequence[Any]] | None = None,
+        *,
+        encoded: tuple[torch.Tensor, torch.Tensor] | None = None,
+        passage_mask: torch.Tensor | None = None,
+        reduction: str = "sum",
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Log-probability of given targets given the passages: the one scoring call that the
+        retriever signals (PDist, LOOP, EMDR²) and multiple-choice scoring are written on.
+
+        Args:
+            targets: B strings (tokenised as training targets: tokens + eos) or labels [B, T]
+                (-100 = padding); one row is broadcast to every example.
+            questions, passages: the inputs, encoded here; or pass ``encoded`` instead.
+            encoded: ``(hidden, mask)`` from :meth:`encode`, to score several target sets or
+                passage masks against ONE encoder pass.
+            passage_mask: [B, k], 0 hides that passage from the decoder (leave-one-out).
+            reduction: ``"sum"`` (log p of the whole target, [B]), ``"mean"`` (per-token mean,
+                [B]) or ``"none"`` (token log-probs [B, T], 0 at padding, and the mask [B, T]).
+
+        Gradients flow unless the caller disables them (the signals run under ``no_grad``).
+        """
+        if reduction not in ("sum", "mean", "none"):
+            raise ValueError(f"reduction must be 'sum', 'mean' or 'none', got {reduction!r}")
+        if encoded is None:
+            if questions is None or passages is None:
+                raise ValueError("pass questions and passages, or encoded=(hidden, mask)")
+            batch = self.tokenize(questions, passages)
+            encoded = self.encode(batch["input_ids"], batch["attention_mask"])
+        b = encoded[0].shape[0]
+        labels = targets if isinstance(targets, torch.Tensor) else self.tokenize_answers(targets)
+        labels = labels.to(self.device)
+        if labels.shape[0] == 1 and b > 1:
+            labels = labels.expand(b, -1).contiguous()
+        if labels.shape[0] != b:
+            raise ValueError(f"{labels.shape[0]} targets for {b} examples")
+        logits = self(labels=labels, encoded=encoded, passage_mask=passage_mask, use_cache=False).logits
+        tok, mask = token_logprobs(logits, labels)
+        if reduction == "none":
+            return tok, mask
+        total = tok.sum(-1)
+        return total if reduction == "sum" else total / mask.sum(-1).clamp(min=1)
+
     def loss(self, questions: Sequence[str], passages: Sequence[Sequence[Any]], answers: Sequence[str]) -> torch.Tensor:
         """Mean token cross-entropy of the answers given the passages (one call per training step)."""
         batch = self.tokenize(questions, passages)
@@ -336,6 +471,7 @@ class Reader(torch.nn.Module):
                     max_new_tokens=max_length or self.answer_maxlength,
                     num_beams=num_beams,
                     do_sample=False,
+                    **self._cache_kwargs(),
                 )
                 out.extend(t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True))
         finally:

@@ -10,7 +10,7 @@ re-implements the reader. Padded answer positions (label -100) never count.
 =========================  ========  ===========================================================
 function                   loss      score of passage i
 =========================  ========  ===========================================================
-attention_scores           adist     decoder cross-attention mass on passage i
+attention_scores           adist     decoder cross-attention on passage i (Atlas's normssum)
 passage_loglik             pdist     mean per-token log-likelihood of the answer, passage i alone
 leave_one_out_nll          loop      mean per-token NLL of the answer with passage i hidden
 passage_logprob_sum        emdr2     log p(answer | question, passage i), summed over tokens
@@ -26,7 +26,7 @@ import torch
 from atlas_kit.reader import Reader
 
 __all__ = ["attention_scores", "passage_loglik", "passage_logprob_sum", "leave_one_out_nll", "reader_signal", "SIGNALS",
-           "eval_mode", "token_logprobs"]
+           "AGGREGATIONS", "eval_mode"]
 
 
 @contextlib.contextmanager
@@ -56,27 +56,14 @@ def _check(questions: Sequence[str], passages: Sequence[Sequence[Any]], answers:
     return k
 
 
-def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log p of each label token [N, T] (0 at padding), mask of real tokens [N, T])."""
-    labels = labels.to(logits.device)
-    mask = labels != -100
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    tok = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return tok * mask, mask
-
-
 def _single_passage_logprobs(reader: Reader, questions: Sequence[str], passages: Sequence[Sequence[Any]],
                              answers: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, int, int]:
     """Token log-probs of each answer with each passage alone, as B*k one-passage FiD inputs in
     one batch (example-major: row b*k + i is question b with passage i)."""
     k = _check(questions, passages, answers)
     b = len(questions)
-    flat_q = [q for q in questions for _ in range(k)]
-    flat_p = [[p] for ps in passages for p in ps]
-    batch = reader.tokenize(flat_q, flat_p)
-    labels = reader.tokenize_answers([a for a in answers for _ in range(k)]).to(reader.device)
-    out = reader(batch["input_ids"], batch["attention_mask"], labels=labels, use_cache=False)
-    tok, mask = token_logprobs(out.logits, labels)
+    tok, mask = reader.score([a for a in answers for _ in range(k)], [q for q in questions for _ in range(k)],
+                             [[p] for ps in passages for p in ps], reduction="none")
     return tok, mask, b, k
 
 
@@ -110,84 +97,101 @@ def leave_one_out_nll(reader: Reader, questions: Sequence[str], passages: Sequen
     k = _check(questions, passages, answers)
     with eval_mode(reader):
         batch = reader.tokenize(questions, passages)
-        labels = reader.tokenize_answers(answers).to(reader.device)
+        labels = reader.tokenize_answers(answers)
         encoded = reader.encode(batch["input_ids"], batch["attention_mask"])
         b = len(questions)
         out = torch.empty(b, k, device=reader.device)
         for i in range(k):
             keep = torch.ones(b, k, device=reader.device)
             keep[:, i] = 0
-            logits = reader(labels=labels, encoded=encoded, passage_mask=keep, use_cache=False).logits
-            tok, mask = token_logprobs(logits, labels)
-            out[:, i] = -tok.sum(-1) / mask.sum(-1).clamp(min=1)
+            out[:, i] = -reader.score(labels, encoded=encoded, passage_mask=keep, reduction="mean")
         return out
 
 
+SOURCES = ("norms", "probs", "scores")
+REDUCTIONS = ("sum", "avg", "first")
+AGGREGATIONS = tuple(f"{src}{red}" for src in SOURCES for red in REDUCTIONS)
+"""ADist target aggregations, named as Atlas's ``get_crossattention_scores`` names them."""
+
+
+def _capture(module: torch.nn.Module, store: dict[int, torch.Tensor], i: int) -> Any:
+    return module.register_forward_hook(lambda _m, _inp, out: store.__setitem__(i, out.detach()))
+
+
 def attention_scores(reader: Reader, questions: Sequence[str], passages: Sequence[Sequence[Any]],
-                     answers: Sequence[str], normalize: bool = False, value_norms: bool = False,
-                     tokens: str = "all") -> torch.Tensor:
-    """ADist target [B, k]: the decoder's cross-attention mass on each passage.
+                     answers: Sequence[str], aggregation: str = "normssum") -> torch.Tensor:
+    """ADist target [B, k]: how much the decoder's cross-attention reads each passage.
 
-    One teacher-forced FiD forward with ``output_attentions=True``; the attention weights are
-    summed over decoder layers, heads, answer tokens (padded label positions excluded) and the
-    passage's non-padding tokens. Each (layer, head, answer token) spreads mass 1 over the fused
-    input, so the scores of one example sum to layers x heads x answer tokens.
+    One teacher-forced FiD forward in eval mode. ``aggregation`` is ``SOURCE`` + ``REDUCTION``, with
+    Atlas's names and scales (``src/fid.py``: ``get_crossattention_scores`` / ``aggregate_value``):
 
-    Options (Atlas's aggregation variants):
+    * source - per layer, head h, answer token t and encoder position n:
+      ``probs`` the attention weight α; ``norms`` α·‖v_h(n)‖, the weight times the norm of the
+      value vector it reads (a position attended to but carrying a small value contributes little
+      to the output); ``scores`` the pre-softmax score q_h(t)·k_h(n) (T5 does not scale it).
+      Each is averaged over heads and summed over decoder layers.
+    * reduction - over a passage's non-padding tokens and the answer's tokens (padded label
+      positions never count): ``sum`` sums both and divides by 256 x layers x answer tokens;
+      ``avg`` divides the same sum by passage tokens x layers x answer tokens; ``first`` uses the
+      first answer token only, divided by passage tokens x layers.
 
-    * ``normalize=True`` divides by that count, so the scores sum to 1 per example (the share of
-      attention each passage gets; not with ``value_norms``). It keeps the target's scale
-      independent of model size and answer length - worth considering with a small
-      ``temperature_gold``, since the raw sum makes softmax(g/τg) nearly one-hot. Atlas instead
-      divides by a constant (256 x layers x answer tokens).
-    * ``value_norms=True`` weights each attention weight by the norm of the value vector it reads
-      (α·‖v‖, Atlas's "norms" scores): a token attended to but carrying a small value contributes
-      little to the output, so it should count little as evidence.
-    * ``tokens="first"`` uses the first answer token only (FiD-KD's choice) instead of all of them.
+    The default ``normssum`` is Atlas's ``adist`` (its option ``evalnormsum``: eval mode, norms,
+    sum), at Atlas's scale, so Atlas's temperatures give Atlas's target. (Atlas's own lookup of
+    that key asks for ``"normsum"`` where the dict holds ``"normssum"``; this is the aggregation
+    the name describes.) ``scoresfirst`` is Atlas's closest to FiD-KD (Izacard & Grave, 2021):
+    pre-softmax scores of the first decoded token, averaged over the passage's tokens, heads and
+    layers. The reader is switched to eager attention for the forward (SDPA cannot return
+    weights) and switched back afterwards.
 
-    The reader is switched to eager attention for the forward (SDPA cannot return weights) and
-    switched back afterwards.
+    The target is only as good as the reader's own reading: attention points at what the reader
+    finds, so a reader that cannot tell two passages apart gives them similar scores.
     """
-    if tokens not in ("all", "first"):
-        raise ValueError(f"tokens must be 'all' or 'first', got {tokens!r}")
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {aggregation!r}")
+    source, reduction = next((s, aggregation[len(s):]) for s in SOURCES if aggregation.startswith(s))
     k = _check(questions, passages, answers)
     previous = getattr(reader.model.config, "_attn_implementation", None)
-    values: dict[int, torch.Tensor] = {}
+    captured: dict[str, dict[int, torch.Tensor]] = {"q": {}, "k": {}, "v": {}}
+    wanted = {"norms": ("v",), "scores": ("q", "k"), "probs": ()}[source]
     hooks = []
     try:
-        if value_norms:
-            for i, block in enumerate(reader.model.decoder.block):
-                projection = block.layer[1].EncDecAttention.v  # values of the cross-attention, [B, k*L, inner]
-                hooks.append(projection.register_forward_hook(
-                    lambda _m, _inp, out, i=i: values.__setitem__(i, out.detach())))
+        for i, block in enumerate(reader.model.decoder.block):
+            attention = block.layer[1].EncDecAttention
+            hooks += [_capture(getattr(attention, name), captured[name], i) for name in wanted]
         with eval_mode(reader):
             batch = reader.tokenize(questions, passages)
             labels = reader.tokenize_answers(answers).to(reader.device)
-            out = reader(batch["input_ids"], batch["attention_mask"], labels=labels, output_attentions=True,
-                         use_cache=False)
-            answer_mask = (labels != -100).float()  # [B, T]
-            if tokens == "first":
-                answer_mask = torch.zeros_like(answer_mask)
-                answer_mask[:, 0] = 1.0
+            out = reader(batch["input_ids"], batch["attention_mask"], labels=labels,
+                         output_attentions=source != "scores", use_cache=False)
             b, _, length = batch["input_ids"].shape
+            heads = reader.model.config.num_heads
+            layers = len(reader.model.decoder.block)
+            if layers == 0:
+                raise ValueError("the reader's decoder has no layers: there is no cross-attention to read")
             total = None
-            for i, layer in enumerate(out.cross_attentions):  # each [B, heads, T, k*L]; accumulated, not stacked
-                weights = layer.float()
-                if value_norms:
-                    heads = weights.shape[1]
-                    norms = values[i].float().view(b, k * length, heads, -1).norm(dim=-1)  # [B, k*L, heads]
-                    weights = weights * norms.permute(0, 2, 1)[:, :, None, :]
-                mass = torch.einsum("bhtn,bt->bn", weights, answer_mask)
-                total = mass if total is None else total + mass
-            if total is None:
-                raise ValueError("the reader returned no cross-attentions (a decoder with no layers?)")
-            context = batch["attention_mask"].to(total.device).view(b, k * length).float()
-            scores = (total * context).view(b, k, length).sum(-1)
-            if normalize:
-                heads = out.cross_attentions[0].shape[1]
-                count = answer_mask.sum(-1, keepdim=True) * heads * len(out.cross_attentions)
-                scores = scores / count.clamp(min=1)
-            return scores
+            for i in range(layers):
+                if source == "scores":  # [B, T, H, d] x [B, N, H, d] -> [B, H, T, N]
+                    q = captured["q"][i].float().view(b, -1, heads, reader.model.config.d_kv)
+                    kk = captured["k"][i].float().view(b, k * length, heads, reader.model.config.d_kv)
+                    weights = torch.einsum("bthd,bnhd->bhtn", q, kk)
+                else:
+                    weights = out.cross_attentions[i].float()
+                    if source == "norms":
+                        norms = captured["v"][i].float().view(b, k * length, heads, -1).norm(dim=-1)  # [B, N, H]
+                        weights = weights * norms.permute(0, 2, 1)[:, :, None, :]
+                layer = weights.mean(dim=1)  # [B, T, N], averaged over heads
+                total = layer if total is None else total + layer
+            context = batch["attention_mask"].to(total.device).view(b, 1, k, length).float()
+            answer = (labels != -100).float()  # [B, T]
+            per_token = (total.view(b, -1, k, length) * context).sum(-1)  # [B, T, k]
+            passage_tokens = context.sum(-1).squeeze(1).clamp(min=1)  # [B, k]
+            n_answer = answer.sum(-1, keepdim=True).clamp(min=1)  # [B, 1]
+            if reduction == "first":
+                return per_token[:, 0] / (passage_tokens * layers)
+            summed = torch.einsum("btk,bt->bk", per_token, answer)
+            if reduction == "sum":
+                return summed / (256.0 * layers * n_answer)
+            return summed / (passage_tokens * layers * n_answer)
     finally:
         for h in hooks:
             h.remove()
@@ -206,7 +210,7 @@ SIGNALS: dict[str, Callable[..., torch.Tensor]] = {
 def reader_signal(name: str, reader: Reader, questions: Sequence[str], passages: Sequence[Sequence[Any]],
                   answers: Sequence[str], **kwargs: Any) -> torch.Tensor | None:
     """The reader scores the named retriever objective needs, [B, k] (``None`` for ``none``).
-    ``kwargs`` go to the signal function (e.g. ``normalize=True`` for ``adist``)."""
+    ``kwargs`` go to the signal function (e.g. ``aggregation="probssum"`` for ``adist``)."""
     if name == "none":
         return None
     if name not in SIGNALS:

@@ -356,13 +356,14 @@ def _is_training_checkpoint(path: str | os.PathLike) -> bool:
 
 
 def run_recipe(recipe: dict[str, Any], evaluate_only: bool = False, checkpoint: str | None = None,
-               retrieval_only: bool = False, overwrite: bool = False,
+               retrieval_only: bool = False, run_file: str | None = None, overwrite: bool = False,
                resume: str | os.PathLike | None = None) -> dict[str, Any]:
     """Train (unless ``evaluate_only``) and evaluate; everything lands in the run folder.
 
     With ``data.group_by`` (MMLU 5-shot: ``subject``) every group trains its own model from the
     same starting weights and is evaluated on its own examples; the run's metrics are computed over
-    all groups' predictions. ``retrieval_only`` skips the reader: recall@k / R-Precision only.
+    all groups' predictions. ``retrieval_only`` skips the reader: recall@k / R-Precision only;
+    ``run_file`` (retrieval only) also writes the ranking as a TREC run file.
 
     Nothing is written before the recipe, the data files and the model/index have loaded; an
     existing ``output_dir`` must be a run of the same recipe unless ``overwrite``
@@ -380,6 +381,8 @@ def run_recipe(recipe: dict[str, Any], evaluate_only: bool = False, checkpoint: 
     if checkpoint and _is_training_checkpoint(checkpoint):
         raise ValueError(f"{checkpoint} is a training checkpoint (trainer_state.json), not a saved model: "
                          "continue that run with --resume (run_recipe(resume=...)), or pass its model/ folder")
+    if run_file and not retrieval_only:
+        raise ValueError("run_file (a TREC run) is written by retrieval-only evaluation (--retrieval-only)")
     if resume is not None:
         if no_training:
             raise ValueError("resume continues a training run; evaluate a run's model/ with --checkpoint")
@@ -423,7 +426,8 @@ def run_recipe(recipe: dict[str, Any], evaluate_only: bool = False, checkpoint: 
     if shot_ids is not None:
         atomic_write_text(out / "few_shot_ids.txt", shot_ids)
     if retrieval_only:
-        result = evaluate_retrieval(atlas, evals, ks=recipe["eval"]["retrieval_ks"], task=recipe["task"])
+        result = evaluate_retrieval(atlas, evals, ks=recipe["eval"]["retrieval_ks"], task=recipe["task"],
+                                    run_file=run_file)
         write_report(out, result, title=f"{recipe['name']} (retrieval only)")
         return result.metrics
     cfg_values = {**recipe["train"], "output_dir": str(out), "task": recipe["task"],

@@ -22,7 +22,7 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 from atlas_kit.batching import (EncodeStats, ReplicaCache, autocast_context, padding_collate, plan_batches,
                                 resolve_devices, run_batches)
 from atlas_kit.passages import passage_text
-from atlas_kit.storage import atomic_dir, atomic_write_json, read_json
+from atlas_kit.storage import atomic_dir, atomic_write_json, atomic_write_text, read_json
 
 __all__ = ["Retriever", "mean_pooling", "default_retriever_path", "autocast_context"]
 
@@ -199,14 +199,33 @@ class Retriever(torch.nn.Module):
             retriever.to(device)
         return retriever
 
-    def save_pretrained(self, folder: str | os.PathLike) -> None:
-        """Write encoders (safetensors), tokenizer and settings; published atomically."""
+    def save_pretrained(self, folder: str | os.PathLike, card: dict[str, Any] | None = None) -> None:
+        """Write encoders (safetensors), tokenizer and settings; published atomically.
+
+        The folder is also a sentence-transformers model: ``SentenceTransformer(folder)`` loads the
+        query encoder (``modules.json``: Transformer in ``query_encoder/``, Pooling, and Normalize
+        when normalised) and, when untied, ``SentenceTransformer(folder / "passage_encoder")`` the
+        passage encoder. Both give this retriever's embeddings for already formatted texts (passages
+        as ``"title text"``, see :meth:`passage_texts`) up to the length limit: sentence-transformers
+        has one ``max_seq_length``, so a shared folder records ``passage_maxlength`` and truncates
+        queries there rather than at ``query_maxlength``. A ``README.md`` model card with the Hub's
+        metadata is written too; ``card``: its extras (:func:`atlas_kit.model_card.retriever_card`).
+        """
+        from atlas_kit.model_card import retriever_card
+
         with atomic_dir(folder) as tmp:
             self.query_encoder.save_pretrained(tmp / "query_encoder", safe_serialization=True)
             self.tokenizer.save_pretrained(tmp / "query_encoder")
+            query_len = self.query_maxlength if self.passage_encoder is not None else max(self.query_maxlength,
+                                                                                           self.passage_maxlength)
+            _write_sentence_transformers_layout(tmp, "query_encoder", self.dim, self.pooling, self.normalize, query_len)
             if self.passage_encoder is not None:
                 self.passage_encoder.save_pretrained(tmp / "passage_encoder", safe_serialization=True)
+                self.tokenizer.save_pretrained(tmp / "passage_encoder")
+                _write_sentence_transformers_layout(tmp / "passage_encoder", "", self.dim, self.pooling, self.normalize,
+                                                    self.passage_maxlength)
             atomic_write_json(tmp / CONFIG_NAME, {**self.settings(), "fingerprint": self.fingerprint()})
+            atomic_write_text(tmp / "README.md", retriever_card(self.settings(), **(card or {})))
 
     # ------------------------------------------------------------------ identity
     @property
@@ -322,7 +341,7 @@ class Retriever(torch.nn.Module):
     def _pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         emb = mean_pooling(hidden, mask) if self.pooling == "mean" else hidden[:, 0]
         if self.normalize:
-            emb = torch.nn.functional.normalize(emb.float(), dim=-1).to(emb.dtype)
+            emb = torch.nn.functional.normalize(emb.to(torch.promote_types(emb.dtype, torch.float32)), dim=-1).to(emb.dtype)
         return emb
 
     def passage_texts(self, passages: Iterable[Any]) -> list[str]:
@@ -469,6 +488,27 @@ def _display_name(path: str) -> str:
     except Exception:  # pragma: no cover
         pass
     return path
+
+
+def _write_sentence_transformers_layout(folder: Path, transformer_path: str, dim: int, pooling: str, normalize: bool,
+                                       max_seq_length: int) -> None:
+    """``modules.json`` (Transformer at ``transformer_path``, Pooling, Normalize when normalised),
+    the Transformer's ``sentence_bert_config.json`` and the pooling config: sentence-transformers'
+    own folder format, so ``SentenceTransformer(folder)`` loads it."""
+    modules = [{"idx": 0, "name": "0", "path": transformer_path, "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        (folder / "2_Normalize").mkdir(exist_ok=True)
+    atomic_write_json(folder / "modules.json", modules)
+    atomic_write_json(folder / transformer_path / "sentence_bert_config.json",
+                      {"max_seq_length": int(max_seq_length), "do_lower_case": False})
+    atomic_write_json(folder / "1_Pooling" / "config.json", {
+        "word_embedding_dimension": int(dim), "pooling_mode_cls_token": pooling == "cls",
+        "pooling_mode_mean_tokens": pooling == "mean", "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False})
+    atomic_write_json(folder / "config_sentence_transformers.json",
+                      {"prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine" if normalize else "dot"})
 
 
 def _read_sentence_transformers_layout(folder: Path) -> dict[str, Any]:

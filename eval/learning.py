@@ -55,7 +55,7 @@ from atlas_kit.tokenization import train_word_tokenizer
 from atlas_kit.train import TrainConfig, Trainer
 from atlas_kit.world import World
 
-OBJECTIVES = ("none", "adist", "adist-norm", "emdr2", "pdist", "loop", "gold")
+OBJECTIVES = ("none", "adist", "adist:probssum", "emdr2", "pdist", "loop", "gold")
 
 
 def examples(questions) -> list[QAExample]:
@@ -83,8 +83,8 @@ def measure(atlas: Atlas, exs: list[QAExample], k: int) -> dict[str, float]:
 
 # (label, objective, reader-signal options): every objective's signal, plus Atlas's ADist variants
 PROBED: tuple[tuple[str, str, dict[str, Any]], ...] = (
-    ("adist", "adist", {}), ("adist α·‖v‖", "adist", {"value_norms": True}),
-    ("adist first token", "adist", {"tokens": "first"}),
+    ("adist (normssum)", "adist", {}), ("adist probssum", "adist", {"aggregation": "probssum"}),
+    ("adist scoresfirst", "adist", {"aggregation": "scoresfirst"}),
     ("pdist", "pdist", {}), ("loop", "loop", {}), ("emdr2", "emdr2", {}),
 )
 
@@ -182,7 +182,8 @@ def main() -> None:
     ap.add_argument("--reindex-every", type=int, default=25)
     ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--objectives", default=",".join(OBJECTIVES),
-                    help="comma list; 'adist-norm' = adist with attention shares (normalize=True) as target")
+                    help="comma list; 'adist:AGGREGATION' = adist with one of Atlas's other aggregations "
+                         "(e.g. adist:probssum, adist:scoresfirst; default normssum = Atlas's adist)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--quick", action="store_true", help="small world, few steps (smoke run)")
@@ -236,14 +237,18 @@ def main() -> None:
         for p in retriever.parameters():  # a previous "none" run froze them
             p.requires_grad_(True)
         atlas = Atlas(retriever, reader, FaissIndex.build(passages, retriever, show_progress=False))
-        loss, options = (name, {}) if name != "adist-norm" else ("adist", {"normalize": True})
+        loss, _, aggregation = name.partition(":")  # "adist:probssum" = adist with another aggregation
+        options = {"aggregation": aggregation} if aggregation else {}
         cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, n_context=k, retriever_loss=loss,
                           signal_options=options,
                           reader_lr=args.reader_lr, retriever_lr=args.retriever_lr if name != "none" else 0.0,
                           temperature_score=args.temperature_score, temperature_gold=args.temperature_gold,
                           refresh="reindex", refresh_schedule=f"0-{10**9}:{args.reindex_every}",
                           warmup_steps=10, eval_every=args.eval_every, tensorboard=False, seed=args.seed,
-                          eval_batch_size=32)
+                          eval_batch_size=32,
+                          # the optimiser settings of the published runs (TrainConfig's defaults before
+                          # they followed Atlas: weight decay 0.1, cosine to 0.1 x the peak)
+                          weight_decay=0.01, scheduler="linear", lr_min_ratio=0.0)
         trainer = Trainer(atlas, cfg)
         t0 = time.perf_counter()
         trainer.fit(train, dev, show_progress=True)

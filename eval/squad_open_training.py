@@ -102,7 +102,10 @@ def main() -> None:
                                 text_maxlength=192, answer_maxlength=16)
     atlas.reader = reader
     base = dict(batch_size=args.batch_size, n_context=args.k, reader_lr=5e-4, tensorboard=False, seed=args.seed,
-                temperature_score=args.temperature, temperature_gold=args.temperature, eval_batch_size=32)
+                temperature_score=args.temperature, temperature_gold=args.temperature, eval_batch_size=32,
+                # the optimiser settings the published runs used (TrainConfig's defaults before they
+                # followed Atlas: weight decay 0.1, cosine to 0.1 x the peak)
+                weight_decay=0.01, scheduler="linear", lr_min_ratio=0.0)
     if args.mlm_steps:
         # reader pre-training on the corpus (retriever frozen here, so this row isolates the reader)
         t0 = time.perf_counter()

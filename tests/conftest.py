@@ -14,6 +14,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
+# Tolerance for float32 results of the same computation in different layouts - batch sizes, padding,
+# chunking, replicas, thread counts. Those change the order of float32 reductions, and with it the
+# rounding: a sum of n terms moves by up to ~n * eps * sum|x| (eps = 1.2e-7), i.e. 1e-6 - 1e-5 relative
+# for the few-hundred-term dot products of these tiny models. rtol 1e-4 / atol 1e-5 leaves 10-100x
+# headroom over that, while a real bug (a masked token counted, a row misplaced) moves values by 1e-2+.
+# Comparisons of one computation repeated in the same layout stay exact.
+F32_LAYOUT = {"rtol": 1e-4, "atol": 1e-5}
+
 
 def make_tiny_retriever(seed: int = 0, normalize: bool = False, hidden: int = 32):
     """A 2-layer BERT built from a config, with the bundled MiniLM WordPiece tokenizer."""

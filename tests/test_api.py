@@ -8,7 +8,7 @@ import pytest
 from atlas_kit import Atlas, Reader
 from atlas_kit.index import FaissIndex, IndexMismatchError
 from atlas_kit.tokenization import train_word_tokenizer
-from tests.conftest import make_tiny_retriever
+from tests.conftest import F32_LAYOUT, make_tiny_retriever
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def test_retrieve_batched_equals_single(atlas):
     for q, hits in zip(qs, batch):
         single = atlas.retrieve(q, k=3)[0]
         assert hits.ids == single.ids
-        np.testing.assert_allclose(hits.scores, single.scores, rtol=1e-5)
+        np.testing.assert_allclose(hits.scores, single.scores, **F32_LAYOUT)
         assert list(hits.scores) == sorted(hits.scores, reverse=True)
 
 

@@ -13,6 +13,7 @@ from atlas_kit.passages import Passage
 from atlas_kit.reader import Reader
 from atlas_kit.tasks.mmlu import MCExample, format_mc_query
 from atlas_kit.tokenization import train_word_tokenizer
+from tests.conftest import F32_LAYOUT
 
 OPTIONS = ["blim", "oska", "trell", "vune"]
 QUESTIONS = ["what is the capital of zorvania ?", "who is the leader ?", "which river flows to the sea ?"]
@@ -65,7 +66,7 @@ def test_option_logprobs_equal_separate_forwards_and_restore_mode(reader, traini
     assert got.shape == (3, 4) and got.dtype == torch.float32 and not got.requires_grad
     assert (got < 0).all() and all(p.grad is None for p in reader.parameters())
     again = option_logprobs(reader, queries, PASSAGES, 4, batch_size=3)  # other padding, same numbers: no dropout
-    assert torch.allclose(got, again, atol=1e-6)
+    assert torch.allclose(got, again, **F32_LAYOUT)
     reader.eval()
     with torch.no_grad():
         for b in range(3):
@@ -73,7 +74,7 @@ def test_option_logprobs_equal_separate_forwards_and_restore_mode(reader, traini
                 assert got[b, j].item() == pytest.approx(direct_letter_logprob(reader, queries[b], PASSAGES[b], letter),
                                                          abs=1e-5)
     two = option_logprobs(reader, queries[:1], PASSAGES[:1], 2)
-    assert torch.allclose(two, got[:1, :2], atol=1e-6)
+    assert torch.allclose(two, got[:1, :2], **F32_LAYOUT)
 
 
 def test_option_logprobs_refuses_letters_the_tokenizer_cannot_tell_apart():
@@ -270,17 +271,51 @@ def test_end_to_end_with_a_tiny_reader(reader):
         assert isinstance(r["generation"], str) and r["prediction_generation"] in (None, "A", "B", "C", "D")
         assert sum(r["probs_debiased"]) == pytest.approx(1.0, abs=1e-6)
     direct = option_logprobs(reader, [e.question for e in examples], PASSAGES, 4)
-    assert torch.allclose(torch.tensor([r["logprobs"] for r in records]), direct, atol=1e-6)
+    assert torch.allclose(torch.tensor([r["logprobs"] for r in records]), direct, **F32_LAYOUT)
 
 
 def test_truncated_queries_are_reported(reader, caplog):
-    """Options come last in the query: a too-short text_maxlength would silently cut them off."""
+    """Options that do not fit even without their question are reported (they lose text)."""
     short = Reader.from_config(reader.tokenizer, d_model=16, num_layers=1, num_heads=2, seed=0, text_maxlength=8)
     examples = [mc(0, QUESTIONS[0], OPTIONS, 0)]
     with caplog.at_level("WARNING", logger="atlas_kit.multiple_choice"):
         evaluate_multiple_choice(short, examples, PASSAGES[:1], debias=False, generate=False)
-    assert "1 of 1 multiple-choice queries exceed text_maxlength=8" in caplog.text
+    assert "1 of 1 multiple-choice queries have options longer than text_maxlength=8" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="atlas_kit.multiple_choice"):
         metrics, _ = evaluate_multiple_choice(reader, examples, PASSAGES[:1], debias=False, generate=False)
     assert "exceed" not in caplog.text and metrics["accuracy_generation"] is None
+
+
+# ---------------------------------------------------------------------------- truncation
+def test_a_question_longer_than_the_input_keeps_every_option(reader, caplog):
+    """Atlas cuts a long multiple-choice question from its START so that every option fits; the
+    passage text goes first. Before, inputs were cut at the end and the last options vanished."""
+    def shown(batch, row=0) -> str:  # the decoded input, spaces removed (the word tokenizer re-spaces)
+        ids = batch["input_ids"][row, 0][batch["attention_mask"][row, 0].bool()]
+        assert len(ids) <= reader.text_maxlength
+        return reader.tokenizer.decode(ids, skip_special_tokens=True).replace(" ", "")
+
+    long_question = " ".join(["the leader of zorvania is"] * 30) + " who is the leader ?"  # ~150 tokens > 48
+    query = format_mc_query(long_question, OPTIONS)
+    assert len(reader.tokenizer(reader.format_inputs(query, [])[0])["input_ids"]) > reader.text_maxlength
+    for passages in ([], [PASSAGES[1][0]]):
+        text = shown(reader.tokenize([query], [passages]))
+        assert "answers:(a)blim(b)oska(c)trell(d)vune" in text  # every option, in order
+        assert "whoistheleader?answers" in text  # the question's end survives...
+        assert text.count("theleaderofzorvaniais") < 30  # ...its start does not
+        assert "muchlongertext" not in text  # a question that does not fit leaves no room for text
+    # a short question with a long passage: the passage text is cut, the question kept whole
+    long_passage = Passage("z", "oska", " ".join(["the leader is oska trell"] * 20))
+    text = shown(reader.tokenize([format_mc_query(QUESTIONS[1], OPTIONS)], [[long_passage]]))
+    assert "question:whoistheleader?answers:(a)blim(b)oska(c)trell(d)vune" in text
+    assert 0 < text.count("oskatrell") < 20
+    # evaluation warns only when the options alone do not fit
+    with caplog.at_level("WARNING"):
+        metrics, _ = evaluate_multiple_choice(reader, [mc(0, long_question, OPTIONS, label=1)], [[]], debias=False,
+                                              generate=False)
+    assert metrics["n"] == 1 and not any("options" in r.message for r in caplog.records)
+    wordy = [" ".join([o] * 12) for o in OPTIONS]  # 4 x 12 words + letters > 48 tokens
+    with caplog.at_level("WARNING"):
+        evaluate_multiple_choice(reader, [mc(1, "q ?", wordy, label=0)], [[]], debias=False, generate=False)
+    assert any("options longer than text_maxlength" in r.message for r in caplog.records)

@@ -193,3 +193,52 @@ def test_gradient_checkpointing_passthrough(word_tok):
     assert reader.model.shared.weight.grad is not None
     reader.gradient_checkpointing_disable()
     assert not reader.model.is_gradient_checkpointing
+
+
+def test_a_decoder_deeper_than_the_encoder_generates(word_tok):
+    """generate's own cache is sized by the ENCODER depth (num_hidden_layers maps to num_layers);
+    a deeper decoder used to raise IndexError there. Greedy generation must equal greedy decoding
+    by full forwards."""
+    reader = Reader.from_config(word_tok, d_model=32, num_layers=1, num_decoder_layers=3, num_heads=2, seed=1,
+                                answer_maxlength=5).eval()
+    assert reader.model.config.num_decoder_layers == 3
+    got = reader.generate(QUESTIONS[:2], [[GOLD[0]], [GOLD[1]]], max_length=4)
+    batch = reader.tokenize(QUESTIONS[:2], [[GOLD[0]], [GOLD[1]]])
+    with torch.no_grad():
+        encoded = reader.encode(batch["input_ids"], batch["attention_mask"])
+        ids = torch.full((2, 1), reader.model.config.decoder_start_token_id)
+        for _ in range(4):
+            logits = reader(encoded=encoded, decoder_input_ids=ids, use_cache=False).logits
+            ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    manual = []
+    for row in ids[:, 1:].tolist():  # generation stops at eos; drop what follows it
+        eos = reader.eos_token_id
+        manual.append(reader.tokenizer.decode(row[: row.index(eos)] if eos in row else row, skip_special_tokens=True).strip())
+    assert got == manual
+    assert len(reader.generate(QUESTIONS[:1], [[GOLD[0]]], max_length=3, num_beams=2)) == 1
+
+
+def test_score_is_the_one_scoring_call(word_tok):
+    """Reader.score: log p(target | question, passages) from one encoder pass, broadcast targets,
+    passage masks and the three reductions, against plain T5 losses of single examples."""
+    reader = tiny_reader(word_tok).eval()
+    qs, ps = QUESTIONS[:2], [[GOLD[0], GOLD[1]], [GOLD[1], GOLD[2]]]
+    with torch.no_grad():
+        total = reader.score(CAPITALS[:2], qs, ps)
+        mean = reader.score(CAPITALS[:2], qs, ps, reduction="mean")
+        tok, mask = reader.score(CAPITALS[:2], qs, ps, reduction="none")
+        for b in range(2):  # T5's mean token cross-entropy of the example alone
+            assert -mean[b].item() == pytest.approx(reader.loss(qs[b:b + 1], ps[b:b + 1], CAPITALS[b:b + 1]).item(), abs=1e-5)
+        assert torch.allclose(total, tok.sum(-1)) and torch.allclose(mean * mask.sum(-1), total)
+        batch = reader.tokenize(qs, ps)
+        encoded = reader.encode(batch["input_ids"], batch["attention_mask"])
+        assert torch.allclose(reader.score(CAPITALS[:2], encoded=encoded), total, atol=1e-6)
+        one = reader.tokenize_answers(CAPITALS[:1])  # one target row for every example
+        assert torch.allclose(reader.score(one, encoded=encoded), reader.score([CAPITALS[0]] * 2, qs, ps), atol=1e-6)
+        hide_second = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+        alone = reader.score(CAPITALS[:2], qs, [[GOLD[0]], [GOLD[1]]])
+        assert torch.allclose(reader.score(CAPITALS[:2], encoded=encoded, passage_mask=hide_second), alone, atol=1e-5)
+    with pytest.raises(ValueError, match="reduction"):
+        reader.score(CAPITALS[:2], qs, ps, reduction="max")
+    with pytest.raises(ValueError, match="questions and passages"):
+        reader.score(CAPITALS[:2])

@@ -1,6 +1,7 @@
 """Indexes: FAISS dense, bm25s sparse, Elasticsearch, hybrid fusion; each a self-describing folder."""
 from __future__ import annotations
 
+import importlib
 import inspect
 import os
 from typing import Any
@@ -32,6 +33,13 @@ INDEX_KINDS: dict[str, type[Index]] = {
 }
 
 
+# Folders in the index-folder format that are not retrieval indexes, by kind -> (module, class):
+# kept as names so that index/ never imports the packages built on top of it.
+FOLDER_KINDS: dict[str, tuple[str, str]] = {
+    "kv_memory": ("atlas_kit.memory.kv_memory", "KVMemory"),
+}
+
+
 def _accepts(cls: type, name: str) -> bool:
     params = inspect.signature(cls.load).parameters  # type: ignore[attr-defined]
     return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
@@ -44,8 +52,11 @@ def load_index(folder: str | os.PathLike, retriever: Any = None, allow_mismatch:
     Elasticsearch indexes check the encoder; a hybrid's kind is only known from its members).
     """
     kind = read_manifest(folder).get("kind")
+    if kind in FOLDER_KINDS:  # other folders in the index format (a memory), imported when met
+        module, name = FOLDER_KINDS[kind]
+        return getattr(importlib.import_module(module), name).load(folder, **kwargs)
     if kind not in INDEX_KINDS:
-        raise ValueError(f"{folder}: unknown index kind {kind!r} (known: {sorted(INDEX_KINDS)})")
+        raise ValueError(f"{folder}: unknown index kind {kind!r} (known: {sorted([*INDEX_KINDS, *FOLDER_KINDS])})")
     cls = INDEX_KINDS[kind]
     if cls.needs_embeddings or _accepts(cls, "retriever"):
         return cls.load(folder, retriever=retriever, allow_mismatch=allow_mismatch, **kwargs)  # type: ignore[attr-defined]

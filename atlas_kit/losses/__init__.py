@@ -22,7 +22,8 @@ gold      1 if passage i is a labelled gold passage, else 0     −mean_b log Σ
 ========  =====================================================  ==========================================
 
 Defaults τs = τg = 0.01 as in Atlas (its MMLU recipes use 0.1). The KL is averaged over the batch
-('batchmean'); Atlas's ``nn.KLDivLoss()`` averages over batch x k, i.e. its values are ours / k.
+('batchmean'); Atlas's ``nn.KLDivLoss()`` averages over batch x k, i.e. its values are ours / k
+(what that changes, and what it does not, is in :func:`atlas_kit.losses.kl.distillation_kl`).
 """
 from __future__ import annotations
 

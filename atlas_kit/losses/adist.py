@@ -1,8 +1,10 @@
 """ADist - attention distillation (Izacard & Grave, "Distilling Knowledge from Reader to Retriever").
 
-Target: the reader's cross-attention mass on each passage, summed over layers, heads, answer
-tokens and the passage's tokens (``atlas_kit.reader_signals.attention_scores``; Atlas's
-value-norm and first-token variants through ``TrainConfig.signal_options``).
+Target: Atlas's ``evalnormsum`` - the reader's cross-attention weights times the norms of the
+values they read (α·‖v‖), averaged over heads, summed over layers, answer tokens and the passage's
+tokens, divided by 256 x layers x answer tokens (``atlas_kit.reader_signals.attention_scores``;
+Atlas's other aggregations, e.g. ``probssum`` or the FiD-KD-like ``scoresfirst``, through
+``TrainConfig.signal_options={"aggregation": ...}``).
 
 The target is only as good as the reader's own choice of passage: attention points at what the
 reader finds, so a reader that cannot tell two candidates apart gives them chance-level targets

@@ -47,9 +47,14 @@ def distillation_kl(retriever_scores: torch.Tensor, reader_scores: torch.Tensor,
 
     Atlas calls ``nn.KLDivLoss()`` (reduction 'mean'), which divides the summed divergence by
     batch x k; here it is divided by the batch only ('batchmean', the true KL per question), so
-    Atlas's value is ours / k and its gradients are k times smaller (equivalent to a k-times
-    smaller learning rate for the retriever). The target is detached: the reader teaches the
-    retriever, never the other way round.
+    Atlas's value is ours / k and its retriever gradients are k times smaller. That is NOT a k
+    times smaller learning rate: AdamW's update is invariant to a constant scale of one
+    parameter group's gradients (up to its epsilon). Where the scale does act is gradient
+    clipping: with Atlas's joint clipping (one norm over reader and retriever,
+    ``TrainConfig.clip_groups="joint"``), a k times larger retriever gradient raises the joint
+    norm and so shrinks the READER's step whenever clipping is active. ``clip_groups="separate"``
+    clips each group on its own and removes that coupling. The target is detached: the reader
+    teaches the retriever, never the other way round.
     """
     check_inputs(retriever_scores, reader_scores, temperature_score, temperature_gold)
     s, g = prepare(retriever_scores, reader_scores)

@@ -51,10 +51,6 @@ class MCExample(QAExample):
         """The question without its options (falls back to ``question`` for hand-built examples)."""
         return str(self.metadata.get("raw_question", self.question))
 
-    @property
-    def gold_letter(self) -> str:
-        return LETTERS[self.label]
-
 
 def format_mc_query(question: str, options: Sequence[str], letters: str = LETTERS) -> str:
     """Atlas's multiple-choice query: ``"{question} answers: (A) {o0} (B) {o1} ..."``.

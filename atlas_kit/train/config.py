@@ -9,11 +9,19 @@ __all__ = ["TrainConfig", "parse_schedule"]
 
 REFRESH = ("none", "reindex", "query_side", "rerank")
 SCHEDULERS = ("linear", "cosine", "constant")
+CLIP_GROUPS = ("joint", "separate")
 
 
 @dataclass
 class TrainConfig:
-    """Everything a few-shot run needs; defaults follow Atlas where it has one.
+    """Everything a few-shot run needs; defaults follow Atlas's ``src/options.py`` where it has one
+    (learning rates 1e-4 / 1e-5, weight decay 0.1, cosine schedule decaying to 0.1 x the peak,
+    clip 1.0 over reader and retriever jointly, τs = τg = 0.01).
+
+    Where it differs, deliberately: warm-up goes (step + 1) / warmup_steps, so the first update is
+    not taken at learning rate 0 as in Atlas's schedulers; ``warmup_steps`` defaults to 10, not
+    Atlas's 1000, because few-shot runs here are 100-1000 steps; ``clip_groups="separate"`` is
+    offered besides Atlas's joint clipping (see :mod:`atlas_kit.losses.kl` for why it matters).
 
     ``n_context`` passages go to the reader; ``retriever_loss`` picks the objective that teaches
     the retriever from the reader (``none`` freezes it; ``gold`` trains it on labelled gold
@@ -30,14 +38,16 @@ class TrainConfig:
     n_context: int = 5
     reader_lr: float = 1e-4
     retriever_lr: float = 1e-5
-    weight_decay: float = 0.01
+    weight_decay: float = 0.1
     warmup_steps: int = 10
-    scheduler: str = "linear"
+    scheduler: str = "cosine"
+    lr_min_ratio: float = 0.1  # the schedule ends at lr_min_ratio x the peak (Atlas's "ratio")
     clip_norm: float = 1.0
+    clip_groups: str = "joint"  # joint (Atlas: one norm over reader + retriever) | separate (one norm each)
     retriever_loss: str = "pdist"
     temperature_score: float = 0.01
     temperature_gold: float = 0.01
-    signal_options: dict[str, Any] = field(default_factory=dict)  # kwargs for the reader signal, e.g. {"normalize": true} (adist)
+    signal_options: dict[str, Any] = field(default_factory=dict)  # kwargs for the reader signal, e.g. {"aggregation": "probssum"} (adist)
     refresh: str = "none"
     refresh_schedule: str = "0-1000000:500"
     rerank_candidates: int = 20
@@ -53,13 +63,16 @@ class TrainConfig:
     output_dir: str | None = None
     log_every: int = 10
     tensorboard: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.refresh not in REFRESH:
             raise ValueError(f"refresh must be one of {REFRESH}, got {self.refresh!r}")
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
+        if self.clip_groups not in CLIP_GROUPS:
+            raise ValueError(f"clip_groups must be one of {CLIP_GROUPS}, got {self.clip_groups!r}")
+        if not 0.0 <= self.lr_min_ratio <= 1.0:
+            raise ValueError(f"lr_min_ratio must be in [0, 1], got {self.lr_min_ratio!r}")
         if self.accumulation < 1 or self.batch_size < 1 or self.n_context < 1:
             raise ValueError("batch_size, accumulation and n_context must be >= 1")
         parse_schedule(self.refresh_schedule)
@@ -82,21 +95,43 @@ class TrainConfig:
         return cls(**values)
 
 
-def parse_schedule(spec: str) -> list[tuple[int, int, int]]:
-    """``"0-100:10,100-1000:500"`` -> [(0, 100, 10), (100, 1000, 500)] (start, end, every)."""
+def parse_schedule(spec: str | int) -> list[tuple[int, int, int]]:
+    """Atlas's refresh schedule (``--refresh_index``) -> [(start, end, every)].
+
+    ``"0-100:10,100-1000:500"`` -> [(0, 100, 10), (100, 1000, 500)]: every 10 steps from step 0 to
+    100, then every 500 (counted from 100) until 1000. A bare number is a fixed period (``"1000"``:
+    every 1000 steps), ``"-1"`` never. Ranges may overlap: as in Atlas, the first range that holds
+    the step decides (see :func:`due`).
+    """
+    text = str(spec).strip()
+    if text == "-1":
+        return []
+    if text.isdigit():
+        every = int(text)
+        if every <= 0:
+            raise ValueError(f"bad refresh schedule {spec!r}: a period must be > 0")
+        return [(0, 2**62, every)]
     out = []
-    for part in filter(None, (p.strip() for p in spec.split(","))):
+    for part in filter(None, (p.strip() for p in text.split(","))):
         try:
             span, every = part.split(":")
             start, end = span.split("-")
             out.append((int(start), int(end), int(every)))
         except ValueError:
-            raise ValueError(f"bad refresh schedule part {part!r} in {spec!r} (expected START-END:EVERY)") from None
+            raise ValueError(f"bad refresh schedule part {part!r} in {spec!r} (expected START-END:EVERY, "
+                             "a bare period such as 1000, or -1)") from None
         if out[-1][2] <= 0 or out[-1][1] <= out[-1][0]:
             raise ValueError(f"bad refresh schedule part {part!r}: need END > START and EVERY > 0")
     return out
 
 
 def due(schedule: list[tuple[int, int, int]], step: int) -> bool:
-    """Whether a refresh is due after ``step`` optimizer steps (step >= 1)."""
-    return any(start <= step < end and (step - start) % every == 0 and step > 0 for start, end, every in schedule)
+    """Whether a refresh is due after ``step`` optimizer steps (step >= 1): the first range with
+    start <= step < end decides, as Atlas's ``IndexRefreshScheduler.is_time_to_refresh`` does
+    (step 0 is the index as built, never a refresh here)."""
+    if step <= 0:
+        return False
+    for start, end, every in schedule:
+        if start <= step < end:
+            return (step - start) % every == 0
+    return False

@@ -41,6 +41,11 @@ log = logging.getLogger(__name__)
 
 
 def _lr_lambda(cfg: TrainConfig):
+    """Atlas's schedules (``src/util.py``): after warm-up, ``linear`` falls in a straight line and
+    ``cosine`` along a quarter cosine, both from the peak to ``lr_min_ratio`` x the peak at
+    ``cfg.steps``; ``constant`` stays at the peak. Warm-up is (step + 1) / warmup_steps."""
+    floor = cfg.lr_min_ratio
+
     def f(step: int) -> float:
         if step < cfg.warmup_steps:
             return (step + 1) / max(1, cfg.warmup_steps)
@@ -48,8 +53,8 @@ def _lr_lambda(cfg: TrainConfig):
             return 1.0
         progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
         if cfg.scheduler == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * progress))
-        return max(0.0, 1.0 - progress)
+            return floor + (1.0 - floor) * math.cos(0.5 * math.pi * progress)
+        return 1.0 - (1.0 - floor) * progress
 
     return f
 
@@ -212,7 +217,7 @@ class Trainer:
                         gold = reader_signal(self.cfg.retriever_loss, self.reader, questions, passages, answers,
                                              **self.cfg.signal_options)
                     scores = self.retriever_scores(questions, passages)
-                    ret_loss = retriever_loss(self.cfg.retriever_loss, scores.float(), gold.to(scores.device).float(),
+                    ret_loss = retriever_loss(self.cfg.retriever_loss, scores, gold.to(scores.device),
                                               temperature_score=self.cfg.temperature_score,
                                               temperature_gold=self.cfg.temperature_gold)
                     loss = loss + ret_loss
@@ -223,7 +228,15 @@ class Trainer:
         if self.world_size > 1:
             self._average_gradients(params)
             logs = self._average_logs(logs)
-        logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.clip_norm))
+        if self.cfg.clip_groups == "joint":  # Atlas: one norm over reader and retriever together
+            logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.clip_norm))
+        else:  # each group clipped on its own: the retriever's gradient scale cannot shrink the reader's step
+            norms = [float(torch.nn.utils.clip_grad_norm_(g["params"], self.cfg.clip_norm))
+                     for g in self.optimizer.param_groups]
+            logs["grad_norm"] = math.sqrt(sum(n * n for n in norms))
+            logs["grad_norm_reader"] = norms[0]
+            if len(norms) > 1:
+                logs["grad_norm_retriever"] = norms[1]
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1

@@ -13,7 +13,7 @@ from atlas_kit.index import BM25Index, FaissIndex, HybridIndex
 from atlas_kit.index.base import Hit, Hits
 from atlas_kit.rerank import BiEncoderReranker, CrossEncoderReranker, gather_candidates, plan_batches
 from atlas_kit.batching import pad_batch
-from tests.conftest import make_tiny_retriever
+from tests.conftest import F32_LAYOUT, make_tiny_retriever
 
 QS = ["capital of Zorvania", "river into the sea", "copper lamps", "harbour fish", "capital of Zorvania"]
 
@@ -41,7 +41,7 @@ def test_unchanged_retriever_reproduces_flat_index(tiny_retriever, flat, reuse):
     assert rr.last_stats.reused == (len(flat) if reuse else 0)
     for a, b in zip(plain, reranked):
         assert b.ids == a.ids
-        np.testing.assert_allclose(b.scores, a.scores, rtol=1e-5 if reuse else 1e-4, atol=1e-6)
+        np.testing.assert_allclose(b.scores, a.scores, **F32_LAYOUT)
         assert [h.text for h in b] == [h.text for h in a]
         assert [h.rank for h in b] == list(range(4))
 
@@ -167,7 +167,7 @@ def test_data_parallel_replicas_match_single_device(tiny_retriever, flat):
     two = BiEncoderReranker(r, batch_size=2, reuse_index_embeddings=False, devices=["cpu", "cpu"])
     a, b = one.score(QS, hits, query_embeddings=qv), two.score(QS, hits, query_embeddings=qv)
     for x, y in zip(a, b):
-        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(x, y, **F32_LAYOUT)
 
 
 def test_hybrid_hits_reuse_the_dense_members_vectors(tiny_retriever, toy_passages):

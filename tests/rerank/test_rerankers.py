@@ -7,7 +7,7 @@ from atlas_kit import Atlas
 from atlas_kit.index import FaissIndex
 from atlas_kit.rerank import BiEncoderReranker, CrossEncoderReranker
 from atlas_kit.batching import EncodeStats
-from tests.conftest import make_tiny_retriever
+from tests.conftest import F32_LAYOUT, make_tiny_retriever
 
 QS = ["capital of Zorvania", "river into the sea", "copper lamps", "harbour fish"]
 
@@ -64,7 +64,7 @@ def test_retriever_encoding_runs_on_the_shared_batching_engine(setup, toy_passag
     plain = r.encode_texts(texts)
     stats = EncodeStats()
     chunked = r.encode_texts(texts, batch_size=4, max_tokens=40, chunk_size=3, stats=stats)
-    np.testing.assert_allclose(chunked, plain, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(chunked, plain, **F32_LAYOUT)
     assert stats.encoded == len(texts) and stats.batches >= -(-len(texts) // 3)
     assert stats.max_batch_tokens <= 40 or stats.batches == len(texts)
     unsorted = EncodeStats()
@@ -73,7 +73,7 @@ def test_retriever_encoding_runs_on_the_shared_batching_engine(setup, toy_passag
     r.encode_texts(texts, batch_size=4, stats=sorted_)
     assert sorted_.padding_ratio <= unsorted.padding_ratio
     r.encode_texts(texts, devices=["cpu", "cpu"])
-    np.testing.assert_allclose(copy.deepcopy(r).encode_texts(texts), plain, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(copy.deepcopy(r).encode_texts(texts), plain, **F32_LAYOUT)
     with pytest.raises(ValueError, match="side"):
         r.encode_texts(texts, side="document")
 
@@ -124,7 +124,7 @@ def test_data_parallel_encoding_over_replicas_matches_single_device(setup, toy_p
     r, index = setup
     single = r.encode_passages(toy_passages, batch_size=2)
     parallel = r.encode_passages(toy_passages, batch_size=2, devices=["cpu", "cpu"])
-    np.testing.assert_allclose(parallel, single, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(parallel, single, **F32_LAYOUT)
     rr = BiEncoderReranker(r, batch_size=2, reuse_index_embeddings=False, devices=["cpu", "cpu"])
     qv = r.encode_queries(QS)
     a = rr.rerank(QS, index.search(QS, 6, qv), k=3)

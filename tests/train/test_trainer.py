@@ -38,6 +38,14 @@ def test_schedule_parsing():
     assert due(s, 10) and due(s, 100) and due(s, 600) and not due(s, 15) and not due(s, 0)
     with pytest.raises(ValueError, match="bad refresh schedule"):
         parse_schedule("0-100")
+    # Atlas's bare period and "never"
+    assert due(parse_schedule("1000"), 3000) and not due(parse_schedule("1000"), 1500)
+    assert parse_schedule(250) == parse_schedule("250")
+    assert parse_schedule("-1") == [] and not any(due([], step) for step in range(1, 50))
+    # overlapping ranges: the first range holding the step decides (Atlas), not any range
+    overlap = parse_schedule("0-100:10,50-200:7")
+    assert not due(overlap, 57)  # 57 is in 0-100 (not a multiple of 10), though (57 - 50) % 7 == 0
+    assert due(overlap, 60) and due(overlap, 106) and not due(overlap, 110)
     with pytest.raises(ValueError, match="refresh must be one of"):
         TrainConfig(refresh="sometimes")
     with pytest.raises(ValueError, match="unknown training option"):
@@ -175,3 +183,35 @@ def test_a_reader_only_run_does_not_freeze_the_retriever_for_later_runs():
     Trainer(atlas, TrainConfig(steps=2, batch_size=2, n_context=2, retriever_loss="pdist", retriever_lr=1e-3,
                                refresh="query_side")).fit(examples, show_progress=False)
     assert any(not torch.equal(before[k], v) for k, v in params(atlas.retriever.query_encoder).items())
+
+
+def test_defaults_follow_atlas_and_the_schedules_end_at_the_floor():
+    from atlas_kit.train.trainer import _lr_lambda
+
+    cfg = TrainConfig()
+    assert (cfg.weight_decay, cfg.scheduler, cfg.lr_min_ratio, cfg.clip_norm, cfg.clip_groups) == (0.1, "cosine", 0.1, 1.0, "joint")
+    assert (cfg.reader_lr, cfg.retriever_lr, cfg.temperature_score, cfg.temperature_gold) == (1e-4, 1e-5, 0.01, 0.01)
+    for scheduler in ("cosine", "linear"):
+        f = _lr_lambda(TrainConfig(steps=110, warmup_steps=10, scheduler=scheduler))
+        assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0) and f(10) == pytest.approx(1.0)
+        assert f(110) == pytest.approx(0.1) and f(10_000) == pytest.approx(0.1)
+        assert all(f(i) >= f(i + 1) for i in range(10, 110))
+    cosine, linear = (_lr_lambda(TrainConfig(steps=110, warmup_steps=10, scheduler=s)) for s in ("cosine", "linear"))
+    assert cosine(60) == pytest.approx(0.1 + 0.9 * np.cos(np.pi / 4)) and linear(60) == pytest.approx(0.55)
+    with pytest.raises(ValueError, match="clip_groups"):
+        TrainConfig(clip_groups="per-layer")
+
+
+@pytest.mark.parametrize("groups", ["joint", "separate"])
+def test_gradient_clipping_joint_or_per_group(groups):
+    atlas, examples = make_setup()
+    clip = 1e-3  # far below the real gradient norms: clipping is active
+    trainer = Trainer(atlas, TrainConfig(steps=1, batch_size=2, n_context=2, retriever_loss="pdist",
+                                         retriever_lr=1e-3, clip_norm=clip, clip_groups=groups, tensorboard=False))
+    trainer.train_step(examples)
+    norms = [torch.nn.utils.get_total_norm([p.grad for p in g["params"] if p.grad is not None]).item()
+             for g in trainer.optimizer.param_groups]
+    if groups == "joint":
+        assert float(np.hypot(*norms)) == pytest.approx(clip, rel=1e-3)
+    else:
+        assert norms == pytest.approx([clip, clip], rel=1e-3)  # each group at the clip on its own

@@ -1,0 +1,18 @@
+"""Memory-augmented models and their shared memory store.
+
+:class:`RMT` (Recurrent Memory Transformer) reads inputs longer than its backbone's window segment
+by segment, carrying memory tokens between segments. :func:`memory_attention` is the attention of
+kNN-memory layers (Memorizing Transformer's gated two softmaxes, FoT's single softmax) and
+:func:`cross_batch_memory` FoT's cross-batch training memory.
+
+:class:`KVMemory` is the FAISS-backed (key, value) store with namespaces and FIFO eviction that the
+kNN-memory attention (Memorizing Transformer, FoT) and EMAT's key-value memory search; it is saved
+in the index-folder format, so :class:`~atlas_kit.index.store.IndexStore` versions and swaps it.
+"""
+from atlas_kit.memory.knn_attention import cross_batch_memory, memory_attention
+from atlas_kit.memory.kv_memory import KVMemory, MemoryHits
+from atlas_kit.memory.memory_layers import KNNMemoryModel, MemoryAttention
+from atlas_kit.memory.rmt import RMT, RMTOutput
+
+__all__ = ["KVMemory", "MemoryHits", "RMT", "RMTOutput", "memory_attention", "cross_batch_memory", "KNNMemoryModel",
+           "MemoryAttention"]
