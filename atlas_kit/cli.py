@@ -84,16 +84,16 @@ def _kind_options(args: argparse.Namespace) -> dict[str, Any]:
     return {}
 
 
-def _resolve(spec: str) -> str:
+def _resolve(spec: str, root: str | None = None) -> str:
     from atlas_kit.index.store import resolve_index_path
 
-    return str(resolve_index_path(spec))
+    return str(resolve_index_path(spec, root))
 
 
-def _load_for_update(spec: str):
+def _load_for_update(spec: str, root: str | None = None):
     from atlas_kit.index import load_index
 
-    return load_index(_resolve(spec), allow_mismatch=True, mmap=False)
+    return load_index(_resolve(spec, root), allow_mismatch=True, mmap=False)
 
 
 def _retriever_for(index: Any, name: str | None, device: str | None):
@@ -105,17 +105,49 @@ def _retriever_for(index: Any, name: str | None, device: str | None):
     return Retriever.from_pretrained(name, device=device)
 
 
+def _save_update(index: Any, spec: str, out: str | None, new_version: str | None, root: str | None) -> str:
+    """Write an updated index without rewriting a published store version in place.
+
+    ``--out`` writes there; a plain folder is replaced atomically (loads racing it see the old or
+    the new folder, or retry); a store ref ``NAME[@VERSION]`` becomes a new version
+    (``--new-version``, default ``VERSION-2``, ``-3``...) and ``CURRENT`` moves to it when the
+    updated version was the current one.
+    """
+    from pathlib import Path
+
+    from atlas_kit.index.store import IndexStore, parse_ref, store_root
+
+    if out:
+        index.save(out)
+        return out
+    if (Path(spec) / "manifest.json").is_file():
+        index.save(spec)
+        return spec
+    store = IndexStore(store_root(root))
+    name, version = parse_ref(spec)
+    current = store.current(name)
+    version = version or current
+    target = new_version or store.new_version(name, str(version))
+    if target in store.versions(name):
+        raise ValueError(f"{name}@{target} already exists; versions are never rewritten in place (pick another --new-version)")
+    folder = store.add(f"{name}@{target}", index, publish=version == current)
+    if version != current:
+        log.warning("wrote %s@%s (not published: %s@%s is not the current version)", name, target, name, version)
+    return str(folder)
+
+
 def _cmd_index_add(args: argparse.Namespace) -> int:
     from atlas_kit import load_passages
 
-    index = _load_for_update(args.index)
+    index = _load_for_update(args.index, args.root)
     new = load_passages(args.passages)
     if index.needs_embeddings:
         index.add(new, retriever=_retriever_for(index, args.retriever, args.device))
     else:
         index.add(new)
-    index.save(args.out or _resolve(args.index))
-    _console().print(f"[green]added[/green] {len(new)} passages: {len(index)} in total, version {index.manifest.get('version')}")
+    where = _save_update(index, args.index, args.out, args.new_version, args.root)
+    _console().print(f"[green]added[/green] {len(new)} passages: {len(index)} in total, version {index.manifest.get('version')} "
+                     f"in {where}")
     return 0
 
 
@@ -123,10 +155,11 @@ def _cmd_index_remove(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     ids = [line.strip() for line in Path(args.ids).read_text(encoding="utf-8").splitlines() if line.strip()]
-    index = _load_for_update(args.index)
+    index = _load_for_update(args.index, args.root)
     index.remove(ids)
-    index.save(args.out or _resolve(args.index))
-    _console().print(f"[green]removed[/green] {len(ids)} passages: {len(index)} left, version {index.manifest.get('version')}")
+    where = _save_update(index, args.index, args.out, args.new_version, args.root)
+    _console().print(f"[green]removed[/green] {len(ids)} passages: {len(index)} left, version {index.manifest.get('version')} "
+                     f"in {where}")
     return 0
 
 
@@ -250,7 +283,8 @@ def _cmd_run_recipe(args: argparse.Namespace) -> int:
     evaluate_only = args.command == "evaluate"
     metrics = run_recipe(recipe, evaluate_only=evaluate_only, checkpoint=getattr(args, "checkpoint", None),
                          retrieval_only=getattr(args, "retrieval_only", False),
-                         run_file=getattr(args, "run_file", None))
+                         run_file=getattr(args, "run_file", None), overwrite=getattr(args, "overwrite", False),
+                         resume=getattr(args, "resume", None))
     # the scalar metrics; per-subject / per-category tables are in the run folder's results.md
     print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}, indent=2, default=str))
     return 0
@@ -389,14 +423,19 @@ def build_parser() -> argparse.ArgumentParser:
     add = isub.add_parser("add", help="add passages to an index (ids must be new); writes a new version")
     add.add_argument("index", help="index folder or NAME[@VERSION]")
     add.add_argument("passages", help="passages to add (any supported format)")
-    add.add_argument("--out", default=None, help="write here instead of replacing the index folder")
+    add.add_argument("--out", default=None, help="write here (default: a folder is replaced atomically; "
+                     "NAME[@VERSION] gets a new version, made current if VERSION was)")
+    add.add_argument("--new-version", default=None, help="name of the new store version (default VERSION-2, -3, ...)")
+    add.add_argument("--root", default=None, help="index store root (default $ATLAS_KIT_INDEXES or indexes/)")
     add.add_argument("--retriever", default=None, help="default: the one recorded in the manifest")
     add.add_argument("--device", default=None)
     add.set_defaults(func=_cmd_index_add)
     remove = isub.add_parser("remove", help="remove passages by id (one id per line in FILE)")
     remove.add_argument("index", help="index folder or NAME[@VERSION]")
     remove.add_argument("--ids", required=True, help="file with one passage id per line")
-    remove.add_argument("--out", default=None, help="write here instead of replacing the index folder")
+    remove.add_argument("--out", default=None, help="write here (default: as for index add)")
+    remove.add_argument("--new-version", default=None, help="name of the new store version (default VERSION-2, -3, ...)")
+    remove.add_argument("--root", default=None, help="index store root (default $ATLAS_KIT_INDEXES or indexes/)")
     remove.set_defaults(func=_cmd_index_remove)
     tune = isub.add_parser("tune", help="choose nprobe/efSearch for a target recall of exact search; stored in the manifest")
     tune.add_argument("index", help="index folder or NAME[@VERSION]")
@@ -436,12 +475,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", help="e.g. train.steps=200 data.shots=64 reader=PATH")
     train.add_argument("--smoke", action="store_true", help="a few examples and steps: checks the recipe runs")
     train.add_argument("--checkpoint", default=None, help="start from a saved model folder (a run's model/)")
+    train.add_argument("--resume", default=None, metavar="RUN/checkpoint-N",
+                       help="continue an interrupted run exactly from one of its checkpoints (same recipe and "
+                            "overrides; the run folder defaults to the checkpoint's parent)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="allow an output_dir that is not a run of this recipe (its run files are replaced)")
     train.set_defaults(func=_cmd_run_recipe)
     evaluate = sub.add_parser("evaluate", help="evaluate a recipe's model on its eval data")
     evaluate.add_argument("recipe")
     evaluate.add_argument("overrides", nargs="*")
     evaluate.add_argument("--checkpoint", default=None, help="a saved model folder (a run's model/)")
     evaluate.add_argument("--smoke", action="store_true")
+    evaluate.add_argument("--overwrite", action="store_true",
+                          help="allow an output_dir that is not a run of this recipe (its run files are replaced)")
     evaluate.add_argument("--retrieval-only", action="store_true",
                           help="no reader: recall@k / answer recall@k / R-Precision of the retriever and index")
     evaluate.add_argument("--run-file", default=None,
@@ -497,8 +543,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(-1 if args.quiet else args.verbose)
     try:
         return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError) as e:
-        log.error("%s", e)
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
+        if args.verbose > 0:
+            log.exception("%s", e)
+        else:
+            log.error("%s", e)
+        return 2
+    except Exception as e:  # noqa: BLE001 - a library error is one clear line, not a traceback (-v: traceback)
+        if args.verbose > 0:
+            log.exception("%s: %s", type(e).__name__, e)
+        else:
+            message = e.args[0] if isinstance(e, KeyError) and e.args else e
+            log.error("%s: %s (run with -v for the traceback)", type(e).__name__, message)
         return 2
 
 

@@ -13,7 +13,6 @@ import contextlib
 import csv
 import gzip
 import hashlib
-import io
 import json
 import logging
 import operator
@@ -23,6 +22,7 @@ import shutil
 import sys
 import tempfile
 import weakref
+import zlib
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -427,17 +427,23 @@ def _normalise_dataset(ds: datasets.Dataset) -> datasets.Dataset:
 
 # ---------------------------------------------------------------------- record -> row
 def _check_row(pid: Any, title: Any, text: Any, where: str, id_key: str = "id", text_key: str = "text") -> Row:
+    """Validate one passage's fields: ids are non-blank strings or integers, text a non-blank
+    string, title a string or missing (``true`` is never turned into ``"True"``)."""
     if pid is None or pid == "":
         raise ValueError(f"{where}: missing field '{id_key}'")
-    if isinstance(pid, (dict, list, bool)):
+    if isinstance(pid, bool) or not isinstance(pid, (str, int)):
         raise ValueError(f"{where}: field '{id_key}' must be a string or an integer, got {type(pid).__name__}")
+    if isinstance(pid, str) and not pid.strip():
+        raise ValueError(f"{where}: field '{id_key}' is blank")
     if text is None:
         raise ValueError(f"{where}: missing field '{text_key}'")
-    if isinstance(text, (dict, list)):
+    if not isinstance(text, str):
         raise ValueError(f"{where}: field '{text_key}' must be a string, got {type(text).__name__}")
-    if isinstance(title, (dict, list)):
+    if not text.strip():
+        raise ValueError(f"{where}: field '{text_key}' is empty")
+    if title is not None and not isinstance(title, str):
         raise ValueError(f"{where}: field 'title' must be a string, got {type(title).__name__}")
-    return str(pid), "" if title is None else str(title), str(text), {}
+    return str(pid), "" if title is None else title, text, {}
 
 
 def _split_contents(contents: str) -> tuple[str, str]:
@@ -586,28 +592,35 @@ _DPR_HEADER = ["id", "text", "title"]
 
 
 def _iter_tsv(path: Path) -> Iterator[tuple[int, Row]]:
-    """DPR tsv ``id<TAB>text<TAB>title`` (csv-quoted, as DPR writes it); the header row is optional.
+    """DPR tsv ``id<TAB>text<TAB>title``; the header row is optional.
 
-    A header is recognised when its first row names the columns (``id``, ``text``[, ``title``] in any
-    order); further named columns become metadata under their names, unnamed ones ``col3``, ``col4``...
+    One record per physical line (DPR's passages hold no newlines), so a stray ``"`` can never
+    swallow the lines after it and every error names the right line. A field may be quoted as DPR
+    writes it (``"a ""b"" c"``, csv style) and a ``"`` inside a field is an ordinary character;
+    a field that *starts* with ``"`` but is not a complete quoted field is an error naming the
+    line, rather than a guess. A header is recognised when its first row names the columns
+    (``id``, ``text``[, ``title``] in any order); further named columns become metadata under their
+    names, unnamed ones ``col3``, ``col4``...
     """
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # the default 128 KiB cap rejects long passages
-    with _open_binary(path) as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_MINIMAL)
-        names = list(_DPR_HEADER)
-        first = True
-        line_end = 0
-        while True:
-            lineno = line_end + 1  # where this record starts (a quoted field may span lines)
+    names = list(_DPR_HEADER)
+    first = True
+    with _open_binary(path) as raw:
+        for lineno, data in enumerate(raw, 1):
+            if lineno == 1 and data.startswith(b"\xef\xbb\xbf"):
+                data = data[3:]
             try:
-                cols = next(reader)
-            except StopIteration:
-                return
-            except (csv.Error, UnicodeDecodeError) as e:
-                raise ValueError(f"{path}:{lineno}: malformed tsv ({e})") from None
-            line_end = reader.line_num
-            if not cols or (len(cols) == 1 and not cols[0].strip()):
+                line = data.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not UTF-8 (byte {e.start + 1} of the line: {e.reason})") from None
+            if not line.strip():
                 continue
+            try:
+                cols = next(csv.reader([line], delimiter="\t", quoting=csv.QUOTE_MINIMAL, strict=True))
+            except csv.Error as e:
+                raise ValueError(
+                    f"{path}:{lineno}: malformed tsv ({e}): a field starting with '\"' must be one complete quoted "
+                    "field, as DPR writes it (\"...\" with inner quotes doubled)") from None
             if first:
                 first = False
                 header = [c.strip().lower() for c in cols]
@@ -624,6 +637,15 @@ def _iter_tsv(path: Path) -> Iterator[tuple[int, Row]]:
             meta = {k: v for k, v in rec.items() if k not in _DPR_HEADER}
             meta.update((f"col{i}", v) for i, v in enumerate(cols[len(names):], len(names)))
             yield lineno, (pid, title, text, meta)
+
+
+@contextlib.contextmanager
+def _gzip_errors(path: Path) -> Iterator[None]:
+    """A truncated or corrupt ``.gz`` becomes an error that names the file."""
+    try:
+        yield
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise ValueError(f"{path}: corrupt or truncated gzip file ({e or type(e).__name__})") from None
 
 
 # ---------------------------------------------------------------------- streaming into Arrow
@@ -747,7 +769,8 @@ def load_passages(source: str | os.PathLike | datasets.Dataset | Passages, forma
         rows = _iter_tsv(path)
     else:
         schema = format if format in ("atlas", "beir", "contents") else "auto"
-        first = _first_char(path)
+        with _gzip_errors(path):
+            first = _first_char(path)
         if first == "[":
             rows = _iter_json_list(path, schema)
         elif first == "{" or format != "auto":
@@ -758,8 +781,9 @@ def load_passages(source: str | os.PathLike | datasets.Dataset | Passages, forma
             raise ValueError(
                 f"{path}: cannot tell the passage format (not JSON; name a DPR file *.tsv or pass format='dpr')"
             )
-    passages = _stream_to_arrow(rows, str(path), lambda n: f"{path}:{n}", "line",
-                                stat.st_size >= _PROGRESS_MIN_BYTES)
+    with _gzip_errors(path):
+        passages = _stream_to_arrow(rows, str(path), lambda n: f"{path}:{n}", "line",
+                                    stat.st_size >= _PROGRESS_MIN_BYTES)
     _loaded[key] = passages
     log.info("loaded %d passages from %s", len(passages), path)
     return passages

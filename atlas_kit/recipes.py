@@ -5,6 +5,7 @@ A recipe is plain data, so a run folder's ``recipe.json`` re-runs it exactly.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
@@ -16,8 +17,8 @@ import yaml
 
 from atlas_kit.storage import atomic_write_json, atomic_write_text
 
-__all__ = ["DEFAULTS", "FORMATS", "load_recipe", "apply_overrides", "run_recipe", "build_atlas", "load_examples",
-           "load_corpus"]
+__all__ = ["DEFAULTS", "FORMATS", "load_recipe", "apply_overrides", "validate_recipe", "check_output_dir",
+           "run_recipe", "build_atlas", "load_examples", "load_corpus"]
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,52 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
         recipe["train"] = _merge(recipe["train"], s["train"])
         recipe["corpus_limit"] = min(recipe["corpus_limit"] or s["corpus_limit"], s["corpus_limit"])
         recipe["name"] += "-smoke"
-    return recipe
+    return validate_recipe(recipe, where=str(path) if path is not None else "recipe")
+
+
+def _type_error(key: str, value: Any, expected: Any, where: str) -> ValueError:
+    name = getattr(expected, "__name__", None) or str(expected).replace("typing.", "")
+    return ValueError(f"{where}: {key}={value!r} is not a valid {name}")
+
+
+def validate_recipe(recipe: dict[str, Any], where: str = "recipe") -> dict[str, Any]:
+    """Check value types up front, so ``train.steps=abc`` fails at load time with the key, value
+    and expected type (not deep inside a run, after the index is built). ``train`` is checked
+    against :class:`~atlas_kit.train.TrainConfig`'s annotations (values are coerced where
+    unambiguous: ``"1e-4"``, which YAML reads as a string, becomes a float) and its own checks."""
+    import dataclasses
+    import typing
+
+    from pydantic import TypeAdapter, ValidationError
+
+    from atlas_kit.train import TrainConfig
+
+    out = copy.deepcopy(recipe)
+    train = out.get("train")
+    if not isinstance(train, dict):
+        raise ValueError(f"{where}: 'train' must be a mapping of TrainConfig fields, got {train!r}")
+    hints = typing.get_type_hints(TrainConfig)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(train) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown training option(s) {unknown} (known: {', '.join(sorted(known))})")
+    for key, value in train.items():
+        try:
+            train[key] = TypeAdapter(hints[key]).validate_python(value)
+        except ValidationError:
+            raise _type_error(f"train.{key}", value, hints[key], where) from None
+    checks = {"data.shots": (out["data"], "shots"), "data.eval_limit": (out["data"], "eval_limit"),
+              "data.seed": (out["data"], "seed"), "corpus_limit": (out, "corpus_limit")}
+    for key, (node, field) in checks.items():
+        try:
+            node[field] = TypeAdapter(int | None).validate_python(node.get(field))
+        except ValidationError:
+            raise _type_error(key, node.get(field), "int | None", where) from None
+    try:
+        TrainConfig.from_dict({k: v for k, v in train.items() if k != "output_dir"})
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: train: {e}") from None
+    return out
 
 
 def apply_overrides(recipe: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -230,22 +276,21 @@ def build_atlas(recipe: dict[str, Any], texts_for_tokenizer: list[str] | None = 
     return Atlas(retriever, reader, index)
 
 
-def _sample_shots(recipe: dict[str, Any], train: list, evals: list, out: Path) -> tuple[list, list]:
-    """Seeded few-shot sample (ids written to the run folder); when train and eval data are the
-    same file, the sampled examples are removed from the evaluation set."""
+def _sample_shots(recipe: dict[str, Any], train: list, evals: list) -> tuple[list, list, str | None]:
+    """Seeded few-shot sample (and the ``few_shot_ids.txt`` text for the run folder); when train
+    and eval data are the same file, the sampled examples are removed from the evaluation set."""
     data = recipe["data"]
     if data["shots"] and train:
         rng = random.Random(data.get("seed", 0))
         train = rng.sample(train, min(int(data["shots"]), len(train)))
-    if train:
-        atomic_write_text(out / "few_shot_ids.txt", "".join(f"{e.id}\n" for e in train))
+    shot_ids = "".join(f"{e.id}\n" for e in train) if train else None
     if train and evals and data["train"] == data["eval"]:
         taken = {e.id for e in train}
         before = len(evals)
         evals = [e for e in evals if e.id not in taken]
         log.info("train and eval data are the same file: %d training examples left out of evaluation",
                  before - len(evals))
-    return train, evals
+    return train, evals, shot_ids
 
 
 def _groups(recipe: dict[str, Any], train: list, evals: list, smoke: bool) -> list[tuple[str | None, list, list]]:
@@ -263,31 +308,99 @@ def _groups(recipe: dict[str, Any], train: list, evals: list, smoke: bool) -> li
     return out
 
 
+#: what a run writes at its top level (cleared when --overwrite replaces another run's folder)
+RUN_FILES = ("recipe.json", "few_shot_ids.txt", "metrics.json", "predictions.jsonl", "results.md", "config.json",
+             "train_log.jsonl", "loss.png")
+
+
+def check_output_dir(out: Path, recipe: dict[str, Any], overwrite: bool = False) -> None:
+    """Refuse to write into an existing folder that is not a run of this same recipe.
+
+    A re-run (or resume) of the same recipe may reuse its folder; anything else - a folder of
+    user files, another recipe's run - needs ``overwrite`` (CLI ``--overwrite``), and then the
+    other run's result files are removed first so the folder never mixes two runs.
+    """
+    import json
+    import shutil
+
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise FileExistsError(f"output_dir {out} exists and is not a folder")
+    entries = [p for p in out.iterdir() if not p.name.startswith(".")]
+    if not entries:
+        return
+    recorded = None
+    if (out / "recipe.json").is_file():
+        try:
+            recorded = json.loads((out / "recipe.json").read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            recorded = None
+    if recorded == json.loads(json.dumps(recipe, default=str)):
+        return  # a run of this same recipe
+    if not overwrite:
+        what = "a run of another recipe" if recorded is not None else "not a run folder (no recipe.json)"
+        raise FileExistsError(f"output_dir {out} exists and is {what}; nothing was written. Choose another "
+                              "output_dir=..., or pass --overwrite (overwrite=True) to replace its run files")
+    log.warning("%s: --overwrite: replacing the run files of what was there", out)
+    for name in RUN_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            (out / name).unlink()
+    for name in ("model", "groups", "tensorboard"):
+        if (out / name).is_dir() and not (out / name).is_symlink():
+            shutil.rmtree(out / name)
+
+
+def _is_training_checkpoint(path: str | os.PathLike) -> bool:
+    return (Path(path) / "trainer_state.json").is_file()
+
+
 def run_recipe(recipe: dict[str, Any], evaluate_only: bool = False, checkpoint: str | None = None,
-               retrieval_only: bool = False, run_file: str | None = None) -> dict[str, Any]:
+               retrieval_only: bool = False, run_file: str | None = None, overwrite: bool = False,
+               resume: str | os.PathLike | None = None) -> dict[str, Any]:
     """Train (unless ``evaluate_only``) and evaluate; everything lands in the run folder.
 
     With ``data.group_by`` (MMLU 5-shot: ``subject``) every group trains its own model from the
     same starting weights and is evaluated on its own examples; the run's metrics are computed over
     all groups' predictions. ``retrieval_only`` skips the reader: recall@k / R-Precision only;
     ``run_file`` (retrieval only) also writes the ranking as a TREC run file.
+
+    Nothing is written before the recipe, the data files and the model/index have loaded; an
+    existing ``output_dir`` must be a run of the same recipe unless ``overwrite``
+    (:func:`check_output_dir`). ``resume`` continues a training run from one of its
+    ``checkpoint-N`` folders (exactly, as :meth:`~atlas_kit.train.Trainer.fit` does); the run
+    folder defaults to the checkpoint's parent. ``checkpoint`` starts from a saved model
+    (a run's ``model/``).
     """
     from atlas_kit.evaluation import Evaluation, evaluate, evaluate_retrieval, write_report
     from atlas_kit.train import TrainConfig, Trainer
 
+    recipe = validate_recipe(recipe)
     data = recipe["data"]
     no_training = evaluate_only or retrieval_only
+    if checkpoint and _is_training_checkpoint(checkpoint):
+        raise ValueError(f"{checkpoint} is a training checkpoint (trainer_state.json), not a saved model: "
+                         "continue that run with --resume (run_recipe(resume=...)), or pass its model/ folder")
+    if run_file and not retrieval_only:
+        raise ValueError("run_file (a TREC run) is written by retrieval-only evaluation (--retrieval-only)")
+    if resume is not None:
+        if no_training:
+            raise ValueError("resume continues a training run; evaluate a run's model/ with --checkpoint")
+        if not _is_training_checkpoint(resume):
+            raise FileNotFoundError(f"{resume} is not a training checkpoint (no trainer_state.json); "
+                                    "give a run's checkpoint-N folder")
     # an evaluation run gets its own folder by default: it must not overwrite the training run's files
-    out = Path(recipe["output_dir"] or Path("runs") / (recipe["name"] + ("-eval" if no_training else "")))
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "recipe.json", recipe)
+    default_out = Path(resume).parent if resume is not None else \
+        Path("runs") / (recipe["name"] + ("-eval" if no_training else ""))
+    out = Path(recipe["output_dir"] or default_out)
+    check_output_dir(out, recipe, overwrite=overwrite)
     opts = dict(data.get("loader_options") or {})
     # the training file is read even by evaluation-only runs when it is also the evaluation file:
     # the (seeded) few-shot sample is then removed from evaluation, as in the training run
     same_file = bool(data["train"]) and data["train"] == data["eval"]
     train = load_examples(data["train"], data["format"], **opts) if data["train"] and (same_file or not no_training) else []
     evals = load_examples(data["eval"], data["format"], **opts) if data["eval"] else []
-    train, evals = _sample_shots(recipe, train, evals, out)
+    train, evals, shot_ids = _sample_shots(recipe, train, evals)
     if no_training:
         train = []
     if data.get("train_permutations") == "cyclic":
@@ -305,8 +418,13 @@ def run_recipe(recipe: dict[str, Any], evaluate_only: bool = False, checkpoint: 
     atlas = build_atlas(recipe, texts)
     if checkpoint:
         _load_checkpoint(atlas, checkpoint)
-    if run_file and not retrieval_only:
-        raise ValueError("run_file (a TREC run) is written by retrieval-only evaluation (--retrieval-only)")
+    if resume is not None and len(groups) != 1:
+        raise ValueError("resume works for single-model runs (not data.group_by)")
+    # everything is validated and loaded: only now does the run folder change
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "recipe.json", recipe)
+    if shot_ids is not None:
+        atomic_write_text(out / "few_shot_ids.txt", shot_ids)
     if retrieval_only:
         result = evaluate_retrieval(atlas, evals, ks=recipe["eval"]["retrieval_ks"], task=recipe["task"],
                                     run_file=run_file)
@@ -318,7 +436,7 @@ def run_recipe(recipe: dict[str, Any], evaluate_only: bool = False, checkpoint: 
         _, train, evals = groups[0]
         trainer = Trainer(atlas, TrainConfig.from_dict(cfg_values))
         if train:
-            metrics = trainer.fit(train, evals or None)
+            metrics = trainer.fit(train, evals or None, resume_from=resume)
             if trainer.rank == 0:
                 atlas.save_pretrained(out / "model")
         else:

@@ -25,8 +25,11 @@ __all__ = [
     "Hit",
     "Hits",
     "Index",
+    "IndexChangedError",
     "IndexMismatchError",
     "check_retriever",
+    "folder_origin",
+    "verify_loaded",
     "folder_size",
     "read_manifest",
 ]
@@ -37,6 +40,26 @@ MANIFEST = "manifest.json"
 
 class IndexMismatchError(ValueError):
     """The index was built by a different encoder (fingerprint or dimension differs)."""
+
+
+class IndexChangedError(RuntimeError):
+    """The index folder was replaced (re-saved) while it was being loaded; load it again."""
+
+
+class Manifest(dict):
+    """A manifest as read from disk; ``origin`` identifies the exact file it came from (folder and
+    file inode, mtime, size) so a load can tell whether the folder was replaced while it read."""
+
+    origin: tuple[int, ...] | None = None
+
+
+def folder_origin(folder: str | os.PathLike) -> tuple[int, ...] | None:
+    """Identity of one save of an index folder (folder and manifest inode, mtime, size)."""
+    try:
+        d, m = os.stat(folder), os.stat(Path(folder) / MANIFEST)
+    except OSError:
+        return None
+    return d.st_dev, d.st_ino, m.st_ino, m.st_mtime_ns, m.st_size
 
 
 @dataclass(frozen=True)
@@ -121,29 +144,58 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
     path = Path(folder) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"{folder} is not an atlas_kit index: {MANIFEST} is missing")
-    manifest = read_json(path)
-    version = manifest.get("format_version")
-    if version is None or version > FORMAT_VERSION:
+    origin = folder_origin(folder)  # taken before reading: a swap after it shows up in verify_loaded
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    version = data.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION:
         raise ValueError(f"{path}: format_version {version!r} is not supported (this atlas_kit reads <= {FORMAT_VERSION})")
+    manifest = Manifest(data)
+    manifest.origin = origin
     return manifest
+
+
+def verify_loaded(folder: str | os.PathLike, manifest: dict[str, Any], n_passages: int | None,
+                  n_vectors: int | None = None) -> None:
+    """Check that a finished load read one complete version of ``folder``.
+
+    Raises :class:`IndexChangedError` when the folder was replaced since ``manifest`` was read
+    (its data may then come from another save), and ``ValueError`` when the data disagree with
+    the manifest's ``count``. Cheap: two ``stat`` calls, no reading of data.
+    """
+    origin = getattr(manifest, "origin", None)
+    if origin is not None and folder_origin(folder) != origin:
+        raise IndexChangedError(f"{folder} was replaced while it was being loaded (a concurrent save); load it again")
+    count = manifest.get("count")
+    if n_passages is None:
+        return
+    if count is not None and count != n_passages:
+        raise ValueError(f"{folder}: the manifest says {count} passages but the passage store holds {n_passages}")
+    if n_vectors is not None and n_vectors != n_passages:
+        raise ValueError(f"{folder}: the index holds {n_vectors} vectors but there are {n_passages} passages")
 
 
 def check_retriever(manifest: dict[str, Any], retriever: Any, where: str = "index", allow_mismatch: bool = False) -> None:
     """Refuse to pair an index with an encoder other than the one that built its vectors.
 
-    Dimension mismatches can never be overridden (search would fail); a fingerprint mismatch can
-    (``allow_mismatch=True``), e.g. after fine-tuning the query encoder only.
+    Dimension mismatches can never be overridden (search would fail) and are checked even when the
+    manifest records no retriever identity (its top-level ``dim``); a fingerprint mismatch can
+    (``allow_mismatch=True``), e.g. after fine-tuning the query encoder only. ``pooling``,
+    ``normalize``, ``with_title`` and ``passage_maxlength`` must match too (the last two change
+    the strings that were embedded, so an ``add`` would mix differently embedded passages).
     """
-    expected = manifest.get("retriever")
-    if not expected or retriever is None:
+    if retriever is None:
         return
+    expected = manifest.get("retriever") or {}
     dim = getattr(retriever, "dim", None)
-    if dim is not None and expected.get("dim") not in (None, dim):
+    built_dim = expected.get("dim") or manifest.get("dim")
+    if dim is not None and built_dim not in (None, dim):
         raise IndexMismatchError(
-            f"{where}: built with {expected.get('dim')}-d embeddings by {expected.get('name')!r}, "
+            f"{where}: built with {built_dim}-d embeddings by {expected.get('name', 'an unrecorded encoder')!r}, "
             f"but the retriever produces {dim}-d embeddings"
         )
-    if allow_mismatch:
+    if not expected or allow_mismatch:
         return
     fp = retriever.fingerprint()
     if expected.get("fingerprint") != fp:
@@ -153,7 +205,7 @@ def check_retriever(manifest: dict[str, Any], retriever: Any, where: str = "inde
             "Rebuild the index with this retriever, or pass allow_mismatch=True (CLI: --force) if you know "
             "the passage encoder is unchanged."
         )
-    for key in ("pooling", "normalize"):
+    for key in ("pooling", "normalize", "with_title", "passage_maxlength"):
         if key in expected and getattr(retriever, key, expected[key]) != expected[key]:
             raise IndexMismatchError(
                 f"{where}: built with {key}={expected[key]!r} but the retriever uses {key}={getattr(retriever, key)!r}"

@@ -25,7 +25,7 @@ from typing import Any, Callable
 import bm25s
 import numpy as np
 
-from atlas_kit.index.base import FORMAT_VERSION, MANIFEST, Hits, Index, bumped, now_iso, read_manifest
+from atlas_kit.index.base import FORMAT_VERSION, MANIFEST, Hits, Index, bumped, now_iso, read_manifest, verify_loaded
 from atlas_kit.passages import Passages, load_passages
 from atlas_kit.storage import atomic_dir, atomic_write_json
 
@@ -195,6 +195,8 @@ class BM25Index(Index):
             raise FileNotFoundError(f"{folder}: the bm25s model folder {MODEL_DIR}/ is missing")
         model = bm25s.BM25.load(str(model_dir), mmap=mmap, load_corpus=False, show_progress=False)
         passages = Passages.load(folder / "passages")
+        n_docs = (getattr(model, "scores", None) or {}).get("num_docs")
+        verify_loaded(folder, manifest, len(passages), None if n_docs is None else int(n_docs))
         loaded = cls(model, passages, manifest, n_threads=n_threads)
         loaded.path = str(folder)
         return loaded

@@ -76,6 +76,10 @@ MODES = ("bm25", "knn", "hybrid")
 ES_API_KEY_ENV = "ATLAS_KIT_ES_API_KEY"
 ES_USER_ENV = "ATLAS_KIT_ES_USER"
 ES_PASSWORD_ENV = "ATLAS_KIT_ES_PASSWORD"
+#: the cluster URL the user trusts with credentials, and TLS settings (never taken from a folder)
+ES_URL_ENV = "ATLAS_KIT_ES_URL"
+ES_CA_CERTS_ENV = "ATLAS_KIT_ES_CA_CERTS"
+ES_VERIFY_CERTS_ENV = "ATLAS_KIT_ES_VERIFY_CERTS"
 VECTOR_FIELD = "embedding"
 SOURCE_FIELDS = ["id", "title", "text", "metadata"]
 #: Elasticsearch's default ``index.max_result_window`` and kNN ``num_candidates`` ceiling
@@ -786,36 +790,75 @@ class ElasticsearchIndex(Index):
         basic_auth: tuple[str, str] | str | None = None,
         client: Any = None,
         mmap: bool = True,
+        url: str | None = None,
+        ca_certs: str | os.PathLike | None = None,
+        verify_certs: bool | None = None,
         **client_options: Any,
     ) -> "ElasticsearchIndex":
         """Reconnect from a folder written by :meth:`save`.
 
-        Credentials come from the arguments or the environment: ``ATLAS_KIT_ES_API_KEY`` (API key),
-        else ``ATLAS_KIT_ES_USER`` + ``ATLAS_KIT_ES_PASSWORD`` (basic auth). ``mmap`` is accepted
-        for a uniform loader signature and ignored.
+        A folder is not trusted with connection security: it may come from anywhere. So the host
+        that gets credentials is one *you* configure - ``url`` or ``$ATLAS_KIT_ES_URL`` - never
+        the folder's ``url``; without one the folder's host is contacted without credentials (a
+        warning says so; credentials passed as arguments are then an error). TLS settings come
+        from the arguments or ``$ATLAS_KIT_ES_CA_CERTS`` / ``$ATLAS_KIT_ES_VERIFY_CERTS=0``; a
+        folder can neither switch certificate verification off nor name the CA to trust.
+        Credentials come from the arguments or the environment: ``ATLAS_KIT_ES_API_KEY`` (API
+        key), else ``ATLAS_KIT_ES_USER`` + ``ATLAS_KIT_ES_PASSWORD`` (basic auth). ``mmap`` is
+        accepted for a uniform loader signature and ignored.
         """
         folder = Path(folder)
         manifest = read_manifest(folder)
         if manifest.get("kind") != cls.kind:
             raise ValueError(f"{folder}: is a {manifest.get('kind')!r} index, not {cls.kind!r}")
-        if api_key is None and basic_auth is None:
+        if not isinstance(manifest.get("url"), str) or not isinstance(manifest.get("index_name"), str):
+            raise ValueError(f"{folder}/{MANIFEST}: fields 'url' and 'index_name' must be strings")
+        from_code = api_key is not None or basic_auth is not None
+        if not from_code:
             api_key = os.environ.get(ES_API_KEY_ENV) or None
             if api_key is None and os.environ.get(ES_USER_ENV):
                 basic_auth = (os.environ[ES_USER_ENV], os.environ.get(ES_PASSWORD_ENV, ""))
+        has_credentials = api_key is not None or basic_auth is not None
+        configured = url or os.environ.get(ES_URL_ENV) or None
+        folder_url = redact_url(manifest["url"])
+        if configured is None and client is None:
+            if has_credentials and from_code:
+                raise ValueError(f"{folder}: credentials were given but no url: they are only sent to a host you "
+                                 f"configure (url=... or ${ES_URL_ENV}), not to {folder_url!r} read from the folder")
+            if has_credentials:
+                log.warning("%s: credentials not sent to %s, which comes from the index folder; set %s to the "
+                            "cluster URL you trust to send them", folder, folder_url, ES_URL_ENV)
+                api_key = basic_auth = None
+        elif configured is not None and redact_url(configured) != folder_url:
+            log.info("%s: connecting to the configured %s (the folder names %s)", folder, redact_url(configured), folder_url)
         if manifest.get("auth") and api_key is None and basic_auth is None and client is None:
-            log.warning("%s: the index was saved with %s authentication but no credentials were found "
-                        "(set %s, or %s/%s)", folder, manifest["auth"], ES_API_KEY_ENV, ES_USER_ENV, ES_PASSWORD_ENV)
+            log.warning("%s: the index was saved with %s authentication but no credentials are used "
+                        "(set %s, or %s/%s, and %s)", folder, manifest["auth"], ES_API_KEY_ENV, ES_USER_ENV,
+                        ES_PASSWORD_ENV, ES_URL_ENV)
+        if verify_certs is None:
+            verify_certs = os.environ.get(ES_VERIFY_CERTS_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+        if manifest.get("verify_certs") is False and verify_certs:
+            log.warning("%s: the folder asks for no TLS certificate verification; ignored (set %s=0 to choose that "
+                        "yourself)", folder, ES_VERIFY_CERTS_ENV)
+        ca_certs = ca_certs or os.environ.get(ES_CA_CERTS_ENV) or None
+        if manifest.get("ca_certs") and ca_certs is None:
+            log.info("%s: the folder's ca_certs %r is not used (pass ca_certs=... or set %s)", folder,
+                     manifest["ca_certs"], ES_CA_CERTS_ENV)
         if manifest.get("mode") in ("knn", "hybrid"):
             check_retriever(manifest, retriever, where=str(folder), allow_mismatch=allow_mismatch)
+        host = configured or manifest["url"]
         index = cls(
-            manifest["url"], manifest["index_name"], retriever=retriever, api_key=api_key, basic_auth=basic_auth,
-            ca_certs=manifest.get("ca_certs"), verify_certs=manifest.get("verify_certs", True),
+            host, manifest["index_name"], retriever=retriever, api_key=api_key, basic_auth=basic_auth,
+            ca_certs=ca_certs, verify_certs=verify_certs,
             request_timeout=manifest.get("request_timeout", 30), max_retries=manifest.get("max_retries", 3),
             mode=manifest.get("mode", "bm25"), title_boost=manifest.get("title_boost", 1.0),
             num_candidates=manifest.get("num_candidates"), rrf_k=manifest.get("rrf_k", 60),
             fetch_factor=manifest.get("fetch_factor", 2), client=client, client_options=client_options or None,
             manifest=manifest,
         )
+        # the manifest describes the connection actually made, not the folder's wishes
+        index.manifest.update(url=redact_url(host), verify_certs=bool(verify_certs),
+                              ca_certs=str(ca_certs) if ca_certs is not None else None)
         index._meta_loaded = bool(manifest.get("retriever") or manifest.get("mode") == "bm25")
         index.path = str(folder)
         return index

@@ -33,6 +33,7 @@ from atlas_kit.index.base import (
     check_retriever,
     now_iso,
     read_manifest,
+    verify_loaded,
 )
 from atlas_kit.passages import Passages, load_passages
 from atlas_kit.storage import atomic_dir, atomic_write_json
@@ -234,6 +235,7 @@ class FaissIndex(Index):
         emb_path = folder / "embeddings.npy"
         if load_embeddings and emb_path.is_file():
             embeddings = np.load(emb_path, mmap_mode="r" if mmap else None)
+        verify_loaded(folder, manifest, len(passages), index.ntotal)  # one complete version, or IndexChangedError
         loaded = cls(index, passages, embeddings, manifest)
         loaded._apply_search_params()
         loaded._mapped = mapped

@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from atlas_kit.index.base import FORMAT_VERSION, MANIFEST, Hit, Hits, Index, bumped, now_iso, read_manifest
+from atlas_kit.index.base import FORMAT_VERSION, MANIFEST, Hit, Hits, Index, bumped, now_iso, read_manifest, verify_loaded
 from atlas_kit.passages import Passages
 from atlas_kit.storage import atomic_dir, atomic_write_json
 
@@ -404,6 +404,7 @@ class HybridIndex(Index):
             if _load_accepts(member_cls, "retriever"):
                 opts.update(retriever=retriever, allow_mismatch=allow_mismatch)
             members.append(member_cls.load(sub, **opts))  # type: ignore[attr-defined]
+        verify_loaded(folder, manifest, None)  # every member from the same save of the folder
         hybrid = cls(members, fusion=manifest.get("fusion", "rrf"), rrf_k=manifest.get("rrf_k", 60),
                      weights=manifest.get("weights"), fetch_factor=manifest.get("fetch_factor", 2))
         hybrid.manifest = {**hybrid.manifest, **{key: manifest[key] for key in ("version", "history", "created") if key in manifest}}

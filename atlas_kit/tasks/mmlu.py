@@ -147,6 +147,17 @@ def _parse_answer(value: str, n_options: int, where: str) -> int:
     raise ValueError(f"{where}: answer {value!r} is not one of {LETTERS[0]}-{LETTERS[last]} / 0-{last}")
 
 
+def _bad_utf8_line(path: Path) -> int:
+    """The first line of ``path`` that is not valid UTF-8 (the csv reader decodes in chunks)."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return lineno
+    return 1
+
+
 def _read_csv(path: Path, subject: str, split: str) -> list[MCExample]:
     """Every row of one subject file, in file order. Line numbers in errors are those where the
     record starts (a quoted field may span several lines)."""
@@ -163,6 +174,8 @@ def _read_csv(path: Path, subject: str, split: str) -> list[MCExample]:
                 break
             except csv.Error as err:
                 raise ValueError(f"{path}:{start}: malformed csv ({err})") from err
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{path}:{_bad_utf8_line(path)}: not UTF-8 ({err.reason})") from None
             if not row or all(not c.strip() for c in row):
                 continue  # blank line (e.g. a trailing newline)
             if n_cols is None:

@@ -41,11 +41,34 @@ def _clean_question(text: str) -> str:
     return text.strip()
 
 
+def _text(value: Any, where: str, key: str, numbers: bool = True) -> str:
+    """A non-blank string (numbers too, when ``numbers``: answers and ids are in some sets)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float) if numbers else str):
+        raise ValueError(f"{where}: field {key!r} must be a string, got {type(value).__name__}")
+    text = str(value)
+    if not text.strip():
+        raise ValueError(f"{where}: field {key!r} is empty")
+    return text
+
+
+def _strings(value: Any, where: str, key: str) -> list[str]:
+    """A list of strings; one string is a list of one (never split into characters)."""
+    if value is None:
+        return []
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return [_text(value, where, key)]
+    if not isinstance(value, list):
+        raise ValueError(f"{where}: field {key!r} must be a list of strings, got {type(value).__name__}")
+    return [_text(v, where, f"{key}[{i}]") for i, v in enumerate(value)]
+
+
 def load_qa(path: str | os.PathLike, limit: int | None = None) -> list[QAExample]:
     """Read QA jsonl: NQ-open ``{"question","answer":[...]}``, Atlas ``{"question","answers"}``,
     FlashRAG ``{"id","question","golden_answers"}``, TriviaQA ``{"context","answer","aliases"}``.
 
-    Errors name the file, line and the missing field.
+    Errors name the file, line and field: a missing field, a wrong type (``question: 42``, a dict
+    where a list belongs), blank text. A string where a list belongs (``"aliases": "Bob"``) is one
+    item, never split into characters. UTF-8 with or without a BOM; ``.gz`` is read transparently.
     """
     path = Path(path)
     if not path.is_file():
@@ -58,15 +81,18 @@ def load_qa(path: str | os.PathLike, limit: int | None = None) -> list[QAExample
             raise ValueError(f"{path}:{lineno}: missing field 'question'")
         if akey is None:
             raise ValueError(f"{path}:{lineno}: missing field 'answers'")
-        answers = rec[akey]
-        answers = [answers] if isinstance(answers, str) else list(answers)
-        for alias in rec.get("aliases", []) or []:
+        where = f"{path}:{lineno}"
+        answers = _strings(rec[akey], where, akey)
+        for alias in _strings(rec.get("aliases"), where, "aliases"):
             if alias not in answers:
                 answers.append(alias)
-        gold = rec.get("gold_ids") or []
+        gold = _strings(rec.get("gold_ids"), where, "gold_ids")
+        question = _clean_question(_text(rec[qkey], where, qkey, numbers=False))
+        if not question:
+            raise ValueError(f"{where}: field {qkey!r} is empty")
+        qid = _text(rec["id"], where, "id") if "id" in rec else f"{path.stem}-{lineno}"
         meta = {k: v for k, v in rec.items() if k not in {qkey, akey, "id", "gold_ids", "aliases"}}
-        out.append(QAExample(str(rec.get("id", f"{path.stem}-{lineno}")), _clean_question(rec[qkey]),
-                             [str(a) for a in answers], [str(g) for g in gold], meta))
+        out.append(QAExample(qid, question, answers, gold, meta))
         if limit is not None and len(out) >= limit:
             break
     if not out:

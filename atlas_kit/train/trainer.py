@@ -31,7 +31,7 @@ from atlas_kit.losses import retriever_loss
 from atlas_kit.evaluation import evaluate, write_report
 from atlas_kit.reader_signals import reader_signal
 from atlas_kit.batching import autocast_context
-from atlas_kit.storage import atomic_dir, atomic_write_json, read_json
+from atlas_kit.storage import atomic_dir, atomic_write_json, atomic_write_text, read_json
 from atlas_kit.tasks.qa import QAExample
 from atlas_kit.train.config import TrainConfig, due, parse_schedule
 
@@ -349,6 +349,9 @@ class Trainer:
         if self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.out / "config.json", self.cfg.to_dict())
+            # the log holds exactly the steps behind the current weights: a resumed run drops the
+            # steps logged after its checkpoint (they are re-run), a fresh run starts a new log
+            atomic_write_text(self.out / "train_log.jsonl", "".join(json.dumps(h) + "\n" for h in self.history))
         bar = tqdm(total=self.cfg.steps, initial=self.step, desc="train", disable=show_progress is False or self.rank != 0)
         while self.step < self.cfg.steps:
             logs = self.train_step(train)

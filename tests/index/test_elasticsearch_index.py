@@ -324,6 +324,9 @@ def test_save_writes_no_secrets_and_load_reconnects_with_env_key(tmp_path, monke
     assert m["auth"] == "api_key" and m["mode"] == "bm25" and m["title_boost"] == 2.0
 
     monkeypatch.setenv(esi.ES_API_KEY_ENV, "key-from-env")
+    # credentials and the CA go only to a host the user configured (tests/reliability covers the rest)
+    monkeypatch.setenv(esi.ES_URL_ENV, "https://es.example:9200")
+    monkeypatch.setenv(esi.ES_CA_CERTS_ENV, "/etc/ca.pem")
     loaded = load_index(tmp_path / "es-wiki", mmap=False)
     assert isinstance(loaded, ElasticsearchIndex) and loaded.path == str(tmp_path / "es-wiki")
     kw = Recorder.instances[-1].kwargs
