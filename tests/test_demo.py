@@ -8,7 +8,7 @@ import pytest
 from atlas_kit.cli import main
 from atlas_kit.demo import Renamer, run_demo
 
-TINY = dict(n_entities=40, steps=30, k=2, quiet=True, d_model=32, heads=2, practice_words=200)
+TINY = dict(n_entities=40, steps=30, k=2, quiet=True, d_model=32, heads=2, practice_words=200, gold_only_fraction=0.5)
 
 
 @pytest.fixture(scope="module")
