@@ -34,10 +34,10 @@ def _setup_logging(verbose: int) -> None:
     root = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=root, format="%(message)s", datefmt="[%X]",
                         handlers=[RichHandler(rich_tracebacks=False, show_path=False)])
+    logging.getLogger().setLevel(root)  # also when logging was configured before (basicConfig is then a no-op)
     logging.getLogger("atlas_kit").setLevel(logging.WARNING if verbose < 0 else min(root, logging.INFO))
-    if verbose <= 0:
-        for noisy in ("httpx", "urllib3", "datasets", "filelock", "transformers", "sentence_transformers", "faiss"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+    for noisy in ("httpx", "urllib3", "datasets", "filelock", "transformers", "sentence_transformers", "faiss"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if verbose <= 0 else logging.NOTSET)
 
 
 def _console():
