@@ -40,6 +40,13 @@ def _setup_logging(verbose: int) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING if verbose <= 0 else logging.NOTSET)
 
 
+def _only_results(args: argparse.Namespace) -> None:
+    """Commands that print their own results (ask, demo) hide atlas_kit's INFO messages too,
+    unless ``-v``."""
+    if not args.verbose:
+        logging.getLogger("atlas_kit").setLevel(logging.WARNING)
+
+
 def _console():
     from rich.console import Console
 
@@ -181,6 +188,7 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     from atlas_kit.index import load_index
     from atlas_kit.index.base import read_manifest
 
+    _only_results(args)
     if args.model is None and args.index is None:
         raise ValueError("ask needs --index (with --reader for an answer) or --model (a saved model folder)")
     if args.model is not None:
@@ -250,6 +258,7 @@ def _cmd_run_recipe(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from atlas_kit.demo import run_demo
 
+    _only_results(args)
     result = run_demo(out=args.out, n_entities=args.entities, steps=args.steps, seed=args.seed, k=args.k)
     return 0 if result["ok"] else 1
 
