@@ -341,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="no reader: recall@k / answer recall@k / R-Precision of the retriever and index")
     evaluate.set_defaults(func=_cmd_run_recipe)
 
-    demo = sub.add_parser("demo", help="end-to-end demo on a generated world (offline, a few minutes on CPU)")
+    demo = sub.add_parser("demo", help="end-to-end demo on a generated world (offline, CPU; about 90 s of CPU time)")
     demo.add_argument("--out", default="runs/demo", help="run folder")
     demo.add_argument("--entities", type=int, default=None)
     demo.add_argument("--steps", type=int, default=None)
