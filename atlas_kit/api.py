@@ -159,8 +159,11 @@ class Atlas:
 
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, folder: str | os.PathLike) -> None:
-        """Save retriever and reader (safetensors) and the settings; the index is referenced by
-        path (indexes are large and versioned on their own), not copied."""
+        """Save retriever and reader (safetensors) and the settings that change answers: ``k``
+        and the index. The reader's own settings (template, lengths) are saved with it. The index
+        is referenced, not copied (indexes are large and versioned on their own): by a path
+        relative to ``folder`` when it has one, so a run folder holding both can be moved."""
+        folder = Path(folder)
         with atomic_dir(folder) as tmp:
             self.retriever.save_pretrained(tmp / "retriever")
             if self.reader is not None:
@@ -168,7 +171,7 @@ class Atlas:
             index_path = getattr(self._index, "path", None) if self._index is not None else None
             atomic_write_json(tmp / CONFIG_NAME, {
                 "k": self.k,
-                "index": str(Path(index_path).resolve()) if index_path else None,
+                "index": _relative_to(index_path, folder) if index_path else None,
                 "has_reader": self.reader is not None,
             })
             write_model_card(tmp)  # README.md with the Hub's metadata block
@@ -180,8 +183,11 @@ class Atlas:
         index: Index | str | os.PathLike | None = None,
         allow_mismatch: bool = False,
         device: str | None = None,
+        k: int | None = None,
     ) -> "Atlas":
-        """Load a saved model; ``index`` overrides the index path it was saved with."""
+        """Load a saved model so that it answers as the saved one did: same reader settings,
+        same ``k`` and the index it was saved with. ``index`` and ``k`` override those; a recorded
+        index that no longer exists is an error only when retrieval is attempted."""
         from atlas_kit.index import load_index
 
         folder = Path(folder)
@@ -190,11 +196,24 @@ class Atlas:
         reader = Reader.from_pretrained(str(folder / "reader")) if cfg.get("has_reader") else None
         if reader is not None and device is not None:
             reader.to(device)
-        if index is None and cfg.get("index") and Path(cfg["index"]).exists():
-            index = cfg["index"]
+        if index is None and cfg.get("index"):
+            recorded = folder / cfg["index"]  # an absolute recorded path stays absolute
+            if recorded.exists():
+                index = recorded
+            else:
+                log.warning("%s: the recorded index %s does not exist; pass an index", folder / CONFIG_NAME, recorded)
         if isinstance(index, (str, os.PathLike)):
             index = load_index(index, retriever=retriever, allow_mismatch=allow_mismatch)
-        return cls(retriever, reader, index, k=cfg.get("k", 20), allow_mismatch=allow_mismatch)
+        return cls(retriever, reader, index, k=k or cfg.get("k", 20), allow_mismatch=allow_mismatch)
+
+
+def _relative_to(path: str | os.PathLike, folder: Path) -> str:
+    """``path`` relative to ``folder`` (e.g. ``../index``), or absolute when on another drive."""
+    path, folder = Path(path).resolve(), folder.resolve()
+    try:
+        return os.path.relpath(path, folder)
+    except ValueError:  # Windows: different drives
+        return str(path)
 
 
 def _describe(index: Index | None) -> str:

@@ -3,6 +3,7 @@
     atlas-kit index build CORPUS --out indexes/NAME [--retriever R] [--factory Flat]
     atlas-kit index info indexes/NAME
     atlas-kit ask "question" --index indexes/NAME --reader R [--k 20]
+    atlas-kit ask "question" --model runs/demo/model
     atlas-kit demo
     atlas-kit serve [--model RUN] [--index NAME@VERSION] [--store indexes] [--port 8000]
 """
@@ -23,13 +24,29 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _setup_logging(verbose: int) -> None:
+    """Quiet by default: atlas_kit's own messages at INFO, every other library at WARNING (FAISS's
+    loader, for one, reports at INFO which CPU extensions it could not load). ``-v``: INFO for
+    all, ``-vv``: DEBUG, ``-q``: warnings only. Hugging Face progress bars only with ``-v``."""
+    import os
+
     from rich.logging import RichHandler
 
-    level = logging.WARNING if verbose < 0 else logging.INFO if verbose == 0 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]",
+    if verbose <= 0:  # read by huggingface_hub/transformers when first imported, i.e. after this
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    root = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=root, format="%(message)s", datefmt="[%X]",
                         handlers=[RichHandler(rich_tracebacks=False, show_path=False)])
-    for noisy in ("httpx", "urllib3", "datasets", "filelock", "transformers", "sentence_transformers"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger().setLevel(root)  # also when logging was configured before (basicConfig is then a no-op)
+    logging.getLogger("atlas_kit").setLevel(logging.WARNING if verbose < 0 else min(root, logging.INFO))
+    for noisy in ("httpx", "urllib3", "datasets", "filelock", "transformers", "sentence_transformers", "faiss"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if verbose <= 0 else logging.NOTSET)
+
+
+def _only_results(args: argparse.Namespace) -> None:
+    """Commands that print their own results (ask, demo) hide atlas_kit's INFO messages too,
+    unless ``-v``."""
+    if not args.verbose:
+        logging.getLogger("atlas_kit").setLevel(logging.WARNING)
 
 
 def _console():
@@ -232,33 +249,43 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     from atlas_kit.index import load_index
     from atlas_kit.index.base import read_manifest
 
-    folder = _resolve(args.index)
-    retriever_name = args.retriever
-    if retriever_name is None:
-        name = (read_manifest(folder).get("retriever") or {}).get("name")
-        retriever_name = None if name in (None, "", "sentence-transformers/all-MiniLM-L6-v2") else name
-    retriever = Retriever.from_pretrained(retriever_name, device=args.device)
-    index = load_index(folder, retriever=retriever, allow_mismatch=args.force)
-    reader = Reader.from_pretrained(args.reader) if args.reader else None
-    if reader is not None and args.device:
-        reader.to(args.device)
-    reranker = None
+    _only_results(args)
+    if args.model is None and args.index is None:
+        raise ValueError("ask needs --index (with --reader for an answer) or --model (a saved model folder)")
+    if args.model is not None:
+        if args.reader is not None or args.retriever is not None:
+            raise ValueError("--model brings its own reader and retriever: drop --reader/--retriever")
+        # one load of everything, with the saved settings (k, template, lengths, index)
+        atlas = Atlas.from_pretrained(args.model, index=_resolve(args.index) if args.index else None,
+                                      allow_mismatch=args.force, device=args.device, k=args.k)
+        retriever, reader = atlas.retriever, atlas.reader
+    else:
+        folder = _resolve(args.index)
+        retriever_name = args.retriever
+        if retriever_name is None:
+            name = (read_manifest(folder).get("retriever") or {}).get("name")
+            retriever_name = None if name in (None, "", "sentence-transformers/all-MiniLM-L6-v2") else name
+        retriever = Retriever.from_pretrained(retriever_name, device=args.device)
+        index = load_index(folder, retriever=retriever, allow_mismatch=args.force)
+        reader = Reader.from_pretrained(args.reader) if args.reader else None
+        if reader is not None and args.device:
+            reader.to(args.device)
+        atlas = Atlas(retriever, reader, index, k=args.k or 20, allow_mismatch=args.force)
     if args.rerank:
         from atlas_kit.rerank import BiEncoderReranker, CrossEncoderReranker
 
         if args.rerank == "bi":
-            reranker = BiEncoderReranker(retriever)
+            atlas.reranker = BiEncoderReranker(retriever)
         elif args.rerank.startswith("cross:"):
-            reranker = CrossEncoderReranker.from_pretrained(args.rerank[len("cross:"):], device=args.device)
+            atlas.reranker = CrossEncoderReranker.from_pretrained(args.rerank[len("cross:"):], device=args.device)
         else:
             raise ValueError(f"--rerank must be 'bi' or 'cross:PATH', got {args.rerank!r}")
-    atlas = Atlas(retriever, reader, index, reranker=reranker, k=args.k, allow_mismatch=args.force)
     console = _console()
     if reader is None:
-        hits = atlas.retrieve(args.question, k=args.k, candidates=args.candidates)
+        hits = atlas.retrieve(args.question, candidates=args.candidates)
         answer_text, hits = None, hits[0]
     else:
-        answer = atlas.ask(args.question, k=args.k, candidates=args.candidates)
+        answer = atlas.ask(args.question, candidates=args.candidates)
         answer_text, hits = answer.text, answer.passages
     if args.json:
         print(json.dumps({"question": args.question, "answer": answer_text,
@@ -375,6 +402,7 @@ def _add_interop_commands(sub: Any) -> None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from atlas_kit.demo import run_demo
 
+    _only_results(args)
     result = run_demo(out=args.out, n_entities=args.entities, steps=args.steps, seed=args.seed, k=args.k)
     return 0 if result["ok"] else 1
 
@@ -458,10 +486,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     ask = sub.add_parser("ask", help="answer a question (or just retrieve, without --reader)")
     ask.add_argument("question")
-    ask.add_argument("--index", required=True, help="index folder or NAME[@VERSION] in the index store (e.g. wiki@2020)")
+    ask.add_argument("--model", default=None,
+                     help="a saved model folder (Atlas.save_pretrained, e.g. runs/demo/model): its reader, retriever, k and index")
+    ask.add_argument("--index", default=None,
+                     help="index folder or NAME[@VERSION] in the index store (e.g. wiki@2020); default with --model: its own")
     ask.add_argument("--reader", default=None, help="T5 checkpoint: hub id or folder")
     ask.add_argument("--retriever", default=None, help="default: the one recorded in the index manifest")
-    ask.add_argument("--k", type=int, default=20)
+    ask.add_argument("--k", type=int, default=None, help="passages read (default: the model's k, else 20)")
     ask.add_argument("--show", type=int, default=5, help="passages to print")
     ask.add_argument("--rerank", default=None, help="'bi' (fresh bi-encoder vectors) or 'cross:PATH' (cross-encoder checkpoint)")
     ask.add_argument("--candidates", type=int, default=None, help="candidates fetched before reranking (default 4*k)")
@@ -494,7 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="with --retrieval-only: also write the ranking as a TREC run file (qid Q0 docid rank score tag)")
     evaluate.set_defaults(func=_cmd_run_recipe)
 
-    demo = sub.add_parser("demo", help="end-to-end demo on a generated world (offline, a few minutes on CPU)")
+    demo = sub.add_parser("demo", help="end-to-end demo on a generated world (offline, CPU; about 90 s of CPU time)")
     demo.add_argument("--out", default="runs/demo", help="run folder")
     demo.add_argument("--entities", type=int, default=None)
     demo.add_argument("--steps", type=int, default=None)

@@ -125,6 +125,7 @@ def _substrings(text: str, lo: int = 4, hi: int = 16) -> frozenset[str]:
 # No invented word may be a piece of the fixed wording: otherwise a value such as "make" could turn
 # up inside its own question ("What does X make?") and be guessable.
 _RESERVED = _substrings(_fixed_wording())
+_FIXED_WORDS = frozenset(_fixed_wording().split())
 
 
 @dataclass(frozen=True)
@@ -314,6 +315,26 @@ class World:
                                     [self._by_entity[(name, a.name)].value], name, a.name,
                                     [self._gold_id(eid, kind, a.name)], self.splits[name]))
         return out
+
+    def invented_words(self) -> set[str]:
+        """Every invented word of this world as written in its text: entity names and the pool
+        words values are built from (a typed value "Port Blim" contributes "Blim")."""
+        words = {name for _, name, _ in self.entities}
+        for f in self.facts:
+            words.update(w for w in self._raw(f.value).split() if w.lower() not in _FIXED_WORDS)  # "Mount", "Sea"
+        return words
+
+    def practice_words(self, n: int, seed: int = 0) -> list[str]:
+        """``n`` invented words that are not words of this world (no entity name, no pool word -
+        so no value of any evolution either) and not pieces of the fixed wording.
+
+        For training a reader on renamed copies of training facts (see :mod:`atlas_kit.demo`):
+        its words are then never those of held-out entities, and it cannot learn answers by heart.
+        """
+        namer = _Namer(random.Random(f"practice-{self.seed}-{seed}"))
+        namer.used |= {w.lower() for w in self.invented_words()}
+        namer.used |= {w.lower() for words in self.pools.values() for w in words}
+        return [namer.word() for _ in range(n)]
 
     def texts(self) -> list[str]:
         """Every passage and question string (e.g. to train a word-level tokenizer).

@@ -60,3 +60,24 @@ def test_ask_with_bi_encoder_rerank(tmp_path, toy_passages, capsys):
     res = json.loads(out[out.index("{"):])
     assert res["passages"][0]["id"] == "p0" and len(res["passages"]) == 2
     assert main(["-q", "ask", "q", "--index", str(tmp_path / "idx"), "--rerank", "tri"]) == 2
+
+
+def test_ask_needs_an_index_or_a_model(caplog):
+    assert main(["ask", "q"]) == 2
+    assert "--index" in caplog.text and "--model" in caplog.text
+    assert main(["ask", "q", "--model", "m", "--reader", "r"]) == 2
+    assert "--model brings its own reader" in caplog.text
+
+
+def test_cli_logging_is_quiet_by_default():
+    import logging
+
+    from atlas_kit.cli import _setup_logging
+
+    _setup_logging(0)
+    assert logging.getLogger("faiss.loader").getEffectiveLevel() >= logging.WARNING
+    assert logging.getLogger("transformers").getEffectiveLevel() >= logging.WARNING
+    assert logging.getLogger("atlas_kit.api").getEffectiveLevel() == logging.INFO
+    _setup_logging(1)
+    assert logging.getLogger("faiss.loader").getEffectiveLevel() == logging.INFO
+    _setup_logging(0)

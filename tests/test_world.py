@@ -188,3 +188,18 @@ def test_typed_values_carry_a_type_word_distinct_within_each_kind():
     for f in w.changed(later):
         new = later._by_entity[(f.entity, f.attribute)]
         assert new.value.split()[0] == f.value.split()[0] and new.value != f.value
+
+
+@pytest.mark.parametrize("typed", [False, True])
+def test_practice_words_never_occur_in_the_world_or_its_evolutions(typed):
+    w = World.generate(n_entities=60, seed=3, typed_values=typed)
+    practice = w.practice_words(300)
+    assert practice == w.practice_words(300) and practice != w.practice_words(300, seed=1)
+    assert len({p.lower() for p in practice}) == 300
+    later = w.evolve(fraction=0.5)
+    corpus = " ".join(f"{p['title']} {p['text']}" for world in (w, later) for p in world.passages()).lower()
+    words = set(re.findall(r"\w+", corpus))
+    assert not words & {p.lower() for p in practice}
+    invented = w.invented_words()
+    assert {name for _, name, _ in w.entities} <= invented and not invented & {"Mount", "Sea", "Port"}
+    assert all(re.search(rf"\b{re.escape(v)}\b", corpus, re.I) for v in invented)
