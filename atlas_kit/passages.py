@@ -32,6 +32,8 @@ from typing import IO, Any
 import datasets
 import pyarrow as pa
 
+from atlas_kit.storage import pid_alive
+
 __all__ = ["Passage", "Passages", "load_passages", "passage_text", "FORMATS"]
 
 log = logging.getLogger(__name__)
@@ -132,7 +134,7 @@ def _temp_root() -> Path:
     base = Path(tempfile.gettempdir())
     for stale in base.glob(f"{_TMP_PREFIX}*-*"):
         m = re.fullmatch(rf"{re.escape(_TMP_PREFIX)}(\d+)-.*", stale.name)
-        if m and int(m.group(1)) != pid and not _pid_alive(int(m.group(1))):
+        if m and int(m.group(1)) != pid and not pid_alive(int(m.group(1))):
             with contextlib.suppress(OSError):
                 if stale.stat().st_uid == os.getuid():
                     shutil.rmtree(stale, ignore_errors=True)
@@ -145,16 +147,6 @@ def _temp_root() -> Path:
 
     atexit.register(cleanup)
     return root
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # EPERM: alive, owned by someone else
-        return True
-    return True
 
 
 # ---------------------------------------------------------------------- the collection

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 __all__ = ["atomic_dir", "atomic_write_text", "atomic_write_json", "read_json", "iter_jsonl", "sha256_file",
-           "recover_dir", "is_temporary", "temporary_target", "default_mode"]
+           "recover_dir", "is_temporary", "temporary_target", "default_mode", "pid_alive"]
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,8 @@ def default_mode(directory: bool) -> int:
     return (0o777 if directory else 0o666) & ~_umask()
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (on this machine)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -90,7 +91,7 @@ def recover_dir(target: str | os.PathLike) -> None:
     stale: dict[str, dict[str, Path]] = {}
     for entry in parent.iterdir():
         m = _TEMP.fullmatch(entry.name)
-        if m is None or m["name"] != target.name or _pid_alive(int(m["pid"])):
+        if m is None or m["name"] != target.name or pid_alive(int(m["pid"])):
             continue
         stale.setdefault(f"{m['pid']}-{m['token']}", {})[m["kind"]] = entry
     for token, parts in stale.items():
@@ -110,7 +111,7 @@ def recover_dir(target: str | os.PathLike) -> None:
                 shutil.rmtree(leftover, ignore_errors=True)
     for entry in parent.iterdir():  # files left by a killed atomic_write_text
         m = _TEMP_FILE.fullmatch(entry.name)
-        if m and m["name"] == target.name and not _pid_alive(int(m["pid"])):
+        if m and m["name"] == target.name and not pid_alive(int(m["pid"])):
             with contextlib.suppress(FileNotFoundError, IsADirectoryError):
                 entry.unlink()
 
