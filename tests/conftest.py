@@ -67,3 +67,17 @@ def shared_data(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} not available")
     return path
+
+
+def write_world_recipe(tmp_path: Path, entities: int = 10, **sections: str) -> Path:
+    """A YAML recipe over a generated world written into ``tmp_path`` (``corpus`` = its passages;
+    ``sections`` are YAML flow-mapping bodies of the recipe's sections, with ``{train}`` /
+    ``{test}`` standing for the world's question files), returned as a path."""
+    from atlas_kit.world import World
+
+    paths = World.generate(entities, seed=0, granularity="fact", typed_values=True).to_jsonl(tmp_path / "w")
+    lines = [f"corpus: {paths['passages']}"]
+    lines += [f"{name}: {{{body.format(train=paths['train'], test=paths['test'])}}}" for name, body in sections.items()]
+    recipe = tmp_path / "w.yaml"
+    recipe.write_text("\n".join(lines) + "\n")
+    return recipe

@@ -7,7 +7,7 @@ import pytest
 
 from atlas_kit.cli import main
 from atlas_kit.recipes import apply_overrides, load_recipe
-from tests.conftest import shared_data
+from tests.conftest import shared_data, write_world_recipe
 
 
 def test_layering_and_overrides(tmp_path):
@@ -35,15 +35,10 @@ def test_recipe_errors(tmp_path):
 
 
 def test_cli_train_smoke_on_generated_world(tmp_path, monkeypatch):
-    from atlas_kit.world import World
-
     monkeypatch.chdir(tmp_path)
-    paths = World.generate(10, seed=0, granularity="fact", typed_values=True).to_jsonl(tmp_path / "w")
-    recipe = tmp_path / "w.yaml"
-    recipe.write_text(
-        f"corpus: {paths['passages']}\nreader_config: {{d_model: 32, num_layers: 1, num_heads: 2, tokenizer: word}}\n"
-        f"data: {{train: {paths['train']}, eval: {paths['test']}, shots: 6}}\n"
-        "train: {steps: 2, batch_size: 2, n_context: 2, retriever_loss: loop, tensorboard: false}\n")
+    recipe = write_world_recipe(tmp_path, reader_config="d_model: 32, num_layers: 1, num_heads: 2, tokenizer: word",
+                                data="train: {train}, eval: {test}, shots: 6",
+                                train="steps: 2, batch_size: 2, n_context: 2, retriever_loss: loop, tensorboard: false")
     assert main(["-q", "train", str(recipe), "train.steps=3", "output_dir=run"]) == 0
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["step"] == 3
     assert len((tmp_path / "run" / "few_shot_ids.txt").read_text().split()) == 6
@@ -88,12 +83,8 @@ def test_recipe_smoke_runs_end_to_end(recipe, tmp_path, monkeypatch):
 
 
 def test_retrieval_only_evaluation_on_generated_world(tmp_path, monkeypatch):
-    from atlas_kit.world import World
-
     monkeypatch.chdir(tmp_path)
-    paths = World.generate(10, seed=0, granularity="fact", typed_values=True).to_jsonl(tmp_path / "w")
-    recipe = tmp_path / "w.yaml"
-    recipe.write_text(f"corpus: {paths['passages']}\ndata: {{eval: {paths['test']}}}\neval: {{retrieval_ks: [1, 2, 4]}}\n")
+    recipe = write_world_recipe(tmp_path, data="eval: {test}", eval="retrieval_ks: [1, 2, 4]")
     assert main(["-q", "evaluate", str(recipe), "output_dir=ev", "--retrieval-only"]) == 0
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert {"R@1", "R@2", "R@4", "AR@4"} <= set(m) and m["R@1"] <= m["R@4"]

@@ -24,21 +24,25 @@ def _consistent(index) -> bool:
     return m["count"] == len(index.passages) and m["corpus_checksum"] == index.passages.checksum()
 
 
+def _resave_during_next_load(monkeypatch, save) -> None:
+    """Make the next ``Passages.load`` first run ``save()`` - a concurrent re-save of the folder
+    landing in the middle of a load - then load as usual (later loads are plain)."""
+    real_load = Passages.load.__func__
+
+    def load_and_swap(cls, path):
+        monkeypatch.setattr(Passages, "load", classmethod(real_load))
+        save()
+        return real_load(cls, path)
+
+    monkeypatch.setattr(Passages, "load", classmethod(load_and_swap))
+
+
 def test_save_during_load_is_detected_not_mixed(tmp_path, toy_records, monkeypatch):
     """Deterministic: the folder is re-saved (same count, other passages) in the middle of a load."""
     folder = tmp_path / "idx"
     _index(toy_records, "a-").save(folder)
     other = _index(toy_records, "b-")
-    real_load = Passages.load.__func__
-    swaps = {"left": 1}
-
-    def load_and_swap(cls, path):
-        if swaps["left"]:
-            swaps["left"] -= 1
-            other.save(folder)  # a concurrent `index add` / re-save lands right now
-        return real_load(cls, path)
-
-    monkeypatch.setattr(Passages, "load", classmethod(load_and_swap))
+    _resave_during_next_load(monkeypatch, lambda: other.save(folder))  # a concurrent `index add` lands now
     with pytest.raises(IndexChangedError, match="replaced while it was being loaded"):
         FaissIndex.load(folder)
     loaded = FaissIndex.load(folder)  # no save in flight now: a clean read of the new version
@@ -49,16 +53,7 @@ def test_store_load_retries_a_raced_load(tmp_path, toy_records, monkeypatch):
     store = IndexStore(tmp_path)
     store.add("kb@v1", _index(toy_records, "a-"))
     other = _index(toy_records, "b-")
-    real_load = Passages.load.__func__
-    swaps = {"left": 1}
-
-    def load_and_swap(cls, path):
-        if swaps["left"]:
-            swaps["left"] -= 1
-            other.save(tmp_path / "kb" / "v1")
-        return real_load(cls, path)
-
-    monkeypatch.setattr(Passages, "load", classmethod(load_and_swap))
+    _resave_during_next_load(monkeypatch, lambda: other.save(tmp_path / "kb" / "v1"))
     loaded = store.load("kb")
     assert _consistent(loaded) and loaded.passages.ids[0] == "b-p0"
 
@@ -67,14 +62,7 @@ def test_bm25_save_during_load_is_detected(tmp_path, toy_records, monkeypatch):
     folder = tmp_path / "bm25"
     BM25Index.build(Passages.from_records(toy_records)).save(folder)
     other = BM25Index.build(Passages.from_records([{**r, "id": "b" + r["id"]} for r in toy_records]))
-    real_load = Passages.load.__func__
-
-    def load_and_swap(cls, path):
-        monkeypatch.setattr(Passages, "load", classmethod(real_load))
-        other.save(folder)
-        return real_load(cls, path)
-
-    monkeypatch.setattr(Passages, "load", classmethod(load_and_swap))
+    _resave_during_next_load(monkeypatch, lambda: other.save(folder))
     with pytest.raises(IndexChangedError):
         BM25Index.load(folder)
 

@@ -7,20 +7,15 @@ import pytest
 
 from atlas_kit.cli import main
 from atlas_kit.recipes import load_recipe, run_recipe
+from tests.conftest import write_world_recipe
 
 
 @pytest.fixture
 def world_recipe(tmp_path, monkeypatch):
-    from atlas_kit.world import World
-
     monkeypatch.chdir(tmp_path)
-    paths = World.generate(6, seed=0, granularity="fact", typed_values=True).to_jsonl(tmp_path / "w")
-    recipe = tmp_path / "w.yaml"
-    recipe.write_text(
-        f"corpus: {paths['passages']}\nreader_config: {{d_model: 16, num_layers: 1, num_heads: 2, tokenizer: word}}\n"
-        f"data: {{train: {paths['train']}, eval: {paths['test']}, shots: 4, eval_limit: 4}}\n"
-        "train: {steps: 2, batch_size: 2, n_context: 2, retriever_loss: none, tensorboard: false}\n")
-    return recipe
+    return write_world_recipe(tmp_path, 6, reader_config="d_model: 16, num_layers: 1, num_heads: 2, tokenizer: word",
+                              data="train: {train}, eval: {test}, shots: 4, eval_limit: 4",
+                              train="steps: 2, batch_size: 2, n_context: 2, retriever_loss: none, tensorboard: false")
 
 
 @pytest.mark.parametrize("override, key, expected", [
