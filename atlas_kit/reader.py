@@ -214,7 +214,6 @@ class Reader(torch.nn.Module):
             return {}
         from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
-        warnings.filterwarnings("ignore", message=".*past_key_values.*deprecated", category=FutureWarning)
         return {"past_key_values": EncoderDecoderCache(DynamicCache(), DynamicCache())}
 
     # ------------------------------------------------------------------ inputs
@@ -465,14 +464,16 @@ class Reader(torch.nn.Module):
             for s in tqdm(starts, desc="generate", disable=not show_progress):
                 batch = self.tokenize(questions[s : s + batch_size], passages[s : s + batch_size])
                 hidden, mask = self.encode(batch["input_ids"], batch["attention_mask"])
-                ids = self.model.generate(
-                    encoder_outputs=BaseModelOutput(last_hidden_state=hidden),
-                    attention_mask=mask,
-                    max_new_tokens=max_length or self.answer_maxlength,
-                    num_beams=num_beams,
-                    do_sample=False,
-                    **self._cache_kwargs(),
-                )
+                with warnings.catch_warnings():  # newer transformers call the cache argument `cache`
+                    warnings.filterwarnings("ignore", message=".*past_key_values.*deprecated", category=FutureWarning)
+                    ids = self.model.generate(
+                        encoder_outputs=BaseModelOutput(last_hidden_state=hidden),
+                        attention_mask=mask,
+                        max_new_tokens=max_length or self.answer_maxlength,
+                        num_beams=num_beams,
+                        do_sample=False,
+                        **self._cache_kwargs(),
+                    )
                 out.extend(t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True))
         finally:
             self.train(was_training)
