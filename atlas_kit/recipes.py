@@ -430,11 +430,13 @@ def run_recipe(recipe: dict[str, Any], evaluate_only: bool = False, checkpoint: 
                                     run_file=run_file)
         write_report(out, result, title=f"{recipe['name']} (retrieval only)")
         return result.metrics
-    cfg_values = {**recipe["train"], "output_dir": str(out), "task": recipe["task"],
-                  "debias": bool(recipe["eval"].get("debias", True))}
+    cfg_values = {**recipe["train"], "output_dir": str(out)}
+    task_spec = recipe["task"] or None
+    if task_spec is not None and recipe["task"] == "mc":
+        task_spec = {"name": "mmlu", "debias": bool(recipe["eval"].get("debias", True))}
     if len(groups) == 1:
         _, train, evals = groups[0]
-        trainer = Trainer(atlas, TrainConfig.from_dict(cfg_values))
+        trainer = Trainer(atlas, TrainConfig.from_dict(cfg_values), task=task_spec)
         if train:
             metrics = trainer.fit(train, evals or None, resume_from=resume)
             if trainer.rank == 0:
@@ -454,14 +456,13 @@ def run_recipe(recipe: dict[str, Any], evaluate_only: bool = False, checkpoint: 
         atlas.reader, atlas.retriever = copy.deepcopy(start_reader), copy.deepcopy(start_retriever)
         atlas.swap_index(start_index, allow_mismatch=True)
         gdir = out / "groups" / str(name)
-        trainer = Trainer(atlas, TrainConfig.from_dict({**cfg_values, "output_dir": str(gdir)}))
+        trainer = Trainer(atlas, TrainConfig.from_dict({**cfg_values, "output_dir": str(gdir)}), task=task_spec)
         rank = trainer.rank
         if tr:
             trainer.fit(tr, None)
         if rank != 0:
             continue  # rank 0 evaluates and writes
-        result = evaluate(atlas, ev, k=trainer.cfg.n_context, batch_size=trainer.cfg.eval_batch_size, task=task,
-                          debias=trainer.cfg.debias)
+        result = evaluate(atlas, ev, k=trainer.cfg.n_context, batch_size=trainer.cfg.eval_batch_size, task=task_spec)
         write_report(gdir, result, title=f"{recipe['name']}: {name}", extra={"step": trainer.step})
         records += result.records
         task = result.task

@@ -186,7 +186,7 @@ def test_a_reader_only_run_does_not_freeze_the_retriever_for_later_runs():
 
 
 def test_defaults_follow_atlas_and_the_schedules_end_at_the_floor():
-    from atlas_kit.train.trainer import _lr_lambda
+    from atlas_kit.train.loop import lr_lambda as _lr_lambda
 
     cfg = TrainConfig()
     assert (cfg.weight_decay, cfg.scheduler, cfg.lr_min_ratio, cfg.clip_norm, cfg.clip_groups) == (0.1, "cosine", 0.1, 1.0, "joint")
