@@ -22,7 +22,7 @@ A recipe (every key but ``task.name`` optional; see ``recipes/memory/*.yaml``)::
       bptt_depth: null
     curriculum: [1, 2, 4]                # segments per stage (or {max_segments: 4})
     steps: [100, 200, 300]               # per stage (or one number; default train.steps)
-    train: {batch_size: 8, lr: 1.0e-4}   # LoopConfig fields, for every stage
+    train: {batch_size: 8, lr: 1.0e-4}   # RMTConfig (LoopConfig + lr) fields, for every stage
     eval_segments: [1, 2, 4, 8]
 
 Run it with ``python -m atlas_kit.memory.rmt_recipe RECIPE.yaml [key=value ...]`` (dotted keys,
@@ -46,10 +46,9 @@ from typing import Any, Sequence
 import yaml
 
 from atlas_kit.memory.rmt import KINDS, RMT
-from atlas_kit.memory.rmt_training import RMTStep, curriculum_stages, train_curriculum
+from atlas_kit.memory.rmt_training import RMTConfig, RMTStep, curriculum_stages, train_curriculum
 from atlas_kit.storage import atomic_write_json
 from atlas_kit.tasks.memorization import ALGORITHMIC_TASKS, FACT_TASKS, PLACES, Filler, algorithmic_task, fact_task
-from atlas_kit.train.loop import LoopConfig
 
 __all__ = ["RMT_DEFAULTS", "load_rmt_recipe", "build_rmt", "task_examples", "run_rmt_recipe", "main"]
 
@@ -125,10 +124,10 @@ def _check(recipe: dict[str, Any], where: str) -> dict[str, Any]:
         raise ValueError(f"{where}: model.kind must be one of {KINDS}, got {model['kind']!r}")
     if task["name"] in FACT_TASKS and model["kind"] != "encoder":
         raise ValueError(f"{where}: the 6-class {task['name']} task needs model.kind: encoder (a classification head)")
-    known = {f.name for f in fields(LoopConfig)}
+    known = {f.name for f in fields(RMTConfig)}
     unknown = sorted(set(recipe["train"]) - known)
     if unknown:
-        raise ValueError(f"{where}: unknown train keys {unknown} (LoopConfig fields: {sorted(known)})")
+        raise ValueError(f"{where}: unknown train keys {unknown} (RMTConfig fields: {sorted(known)})")
     cur = recipe["curriculum"]
     if isinstance(cur, dict):
         if set(cur) - {"max_segments", "start"}:
@@ -226,7 +225,7 @@ def run_rmt_recipe(recipe: dict[str, Any] | str | Path, overrides: Sequence[str]
         evaluation = task_examples(recipe, n, int(task["eval_examples"]), seed * 1000 + 500 + n, tokenizer, filler)
         return train, evaluation
 
-    cfg = LoopConfig(**{"seed": seed, **recipe["train"]})
+    cfg = RMTConfig.from_dict({"seed": seed, **recipe["train"]})
     stages = train_curriculum(step, make, recipe["curriculum"], cfg, steps=recipe["steps"], output_dir=out)
     lengths = []
     for n in recipe["eval_segments"]:
@@ -252,9 +251,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     result = run_rmt_recipe(args.recipe, args.overrides)
     for row in result["eval"]:
-        reset = row.get("accuracy_memory_reset")
-        sys.stdout.write(f"{result['task']}: {row['eval_segments']} segment(s): accuracy {row['accuracy']:.3f}"
-                         + (f" (memory reset: {reset:.3f})" if reset is not None else "") + "\n")
+        parts = [f"{result['task']}: {row['eval_segments']} segment(s): accuracy {row['accuracy']:.3f}"]
+        if "token_accuracy" in row:
+            parts.append(f"token accuracy {row['token_accuracy']:.3f}")
+        if "accuracy_memory_reset" in row:
+            parts.append(f"with memory reset: accuracy {row['accuracy_memory_reset']:.3f}"
+                         + (f", token accuracy {row['token_accuracy_memory_reset']:.3f}"
+                            if "token_accuracy_memory_reset" in row else ""))
+        sys.stdout.write("; ".join(parts) + "\n")
     return 0
 
 

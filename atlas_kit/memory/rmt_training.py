@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -45,12 +45,20 @@ from atlas_kit.storage import atomic_write_json, atomic_write_text
 from atlas_kit.tasks.memorization import MemoryExample
 from atlas_kit.train.loop import LoopConfig, TrainLoop, TrainStep
 
-__all__ = ["HEADS", "RMTStep", "encode_batch", "curriculum_stages", "train_curriculum"]
+__all__ = ["HEADS", "RMTConfig", "RMTStep", "encode_batch", "curriculum_stages", "train_curriculum"]
 
 log = logging.getLogger(__name__)
 
 HEADS = {"classify": "encoder", "lm": "decoder", "seq2seq": "encoder-decoder"}
 IGNORE = -100
+
+
+@dataclass
+class RMTConfig(LoopConfig):
+    """:class:`~atlas_kit.train.loop.LoopConfig` with RMT's one learning rate (backbone, memory and
+    head together, as in the reference code)."""
+
+    lr: float = 1e-4
 
 
 def encode_batch(examples: Sequence[MemoryExample], head: str, pad_token_id: int = 0,
@@ -177,7 +185,10 @@ class RMTStep(TrainStep):
         return {"rmt": self.model}
 
     def param_groups(self, cfg: LoopConfig) -> list[dict]:
-        return [{"name": "rmt", "params": [p for p in self.model.parameters() if p.requires_grad], "lr": cfg.lr}]
+        lr = getattr(cfg, "lr", None)
+        if lr is None:
+            raise TypeError(f"{type(cfg).__name__} has no 'lr': train an RMTStep with RMTConfig")
+        return [{"name": "rmt", "params": [p for p in self.model.parameters() if p.requires_grad], "lr": lr}]
 
     def loss(self, batch: list, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         tensors = self.batch(batch)
@@ -277,8 +288,8 @@ def curriculum_stages(max_segments: int, start: int = 1) -> list[int]:
 
 
 def train_curriculum(step: RMTStep, make_examples: Callable[[int], tuple[Sequence[Any], Sequence[Any] | None]],
-                     stages: Sequence[int], config: LoopConfig, steps: Sequence[int] | int | None = None,
-                     output_dir: str | Path | None = None) -> list[dict[str, Any]]:
+                     stages: Sequence[int], config: RMTConfig, steps: Sequence[int] | int | None = None,
+                     output_dir: str | Path | None = None, show_progress: bool | None = None) -> list[dict[str, Any]]:
     """The RMT curriculum: for each number of segments ``n`` in ``stages`` (e.g. ``[1, 2, 4]``),
     ``make_examples(n)`` gives (train, eval) examples of ``n`` segments and a new
     :class:`TrainLoop` fits them, starting from the weights the previous stage left in ``step``.
@@ -301,6 +312,7 @@ def train_curriculum(step: RMTStep, make_examples: Callable[[int], tuple[Sequenc
         cfg = replace(config, steps=n_steps, output_dir=folder)
         log.info("RMT curriculum stage %d/%d: %d segment(s), %d steps", i + 1, len(stages), n, n_steps)
         loop = TrainLoop(step, cfg)
-        metrics = loop.fit(list(train), eval_examples=list(evaluation) if evaluation else None)
+        metrics = loop.fit(list(train), eval_examples=list(evaluation) if evaluation else None,
+                           show_progress=show_progress)
         results.append({"segments": n, "steps": n_steps, "metrics": metrics, "history": list(loop.history)})
     return results

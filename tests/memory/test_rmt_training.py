@@ -9,10 +9,10 @@ from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, T5C
 
 from atlas_kit.memory import RMT
 from atlas_kit.memory.rmt_recipe import load_rmt_recipe, run_rmt_recipe
-from atlas_kit.memory.rmt_training import IGNORE, RMTStep, curriculum_stages, encode_batch, train_curriculum
+from atlas_kit.memory.rmt_training import IGNORE, RMTConfig, RMTStep, curriculum_stages, encode_batch, train_curriculum
 from atlas_kit.tasks.memorization import Filler, MemoryExample, algorithmic_task, fact_task
 from atlas_kit.tokenization import default_tokenizer
-from atlas_kit.train.loop import LoopConfig, TrainLoop
+from atlas_kit.train.loop import TrainLoop
 from tests.conftest import shared_data
 
 FILLER = ("dpr_wiki_sample", "sample_data.jsonl")
@@ -42,9 +42,9 @@ def test_rmt_carries_a_fact_across_segments_and_forgets_it_when_memory_is_reset(
     train = fact_task("memorize", 2000, 48, tok, filler, seed=0)
     held_out = fact_task("memorize", 300, 48, tok, filler, seed=1)
     step = RMTStep(tiny_bert_rmt(len(tok)), "classify")
-    loop = TrainLoop(step, LoopConfig(steps=300, batch_size=16, lr=2e-3, warmup_steps=10, weight_decay=0.0,
-                                      seed=0, tensorboard=False))
-    metrics = loop.fit(train)
+    loop = TrainLoop(step, RMTConfig(steps=300, batch_size=16, lr=2e-3, scheduler="constant", warmup_steps=10,
+                                     weight_decay=0.0, seed=0, tensorboard=False))
+    loop.fit(train, show_progress=False)
     metrics = step.evaluate(held_out, loop.step, None)
     assert metrics["segments"] == 3.0
     assert metrics["accuracy"] >= 0.95, metrics
@@ -56,8 +56,8 @@ def test_training_is_seeded(tok, filler):
     runs = []
     for _ in range(2):
         step = RMTStep(tiny_bert_rmt(len(tok)), "classify")
-        loop = TrainLoop(step, LoopConfig(steps=4, batch_size=4, lr=1e-3, warmup_steps=1, seed=3, tensorboard=False))
-        loop.fit(train)
+        loop = TrainLoop(step, RMTConfig(steps=4, batch_size=4, lr=1e-3, warmup_steps=1, seed=3, tensorboard=False))
+        loop.fit(train, show_progress=False)
         runs.append([h["loss"] for h in loop.history if "loss" in h])
     assert runs[0] == runs[1] and len(runs[0]) > 0
 
@@ -101,8 +101,8 @@ def test_lm_and_seq2seq_heads_train_and_score_every_target_position(kind, head):
     step = RMTStep(_lm_rmt(kind), head, sep_token_id=1 if head == "lm" else None)
     step.model.segment_size = 8  # input [sep] target = 7 tokens: one segment
     before = step.evaluate(train[:100], 0, None)
-    TrainLoop(step, LoopConfig(steps=300, batch_size=16, lr=3e-3, warmup_steps=5, weight_decay=0.0,
-                               seed=0, tensorboard=False)).fit(train)
+    TrainLoop(step, RMTConfig(steps=300, batch_size=16, lr=3e-3, warmup_steps=5, weight_decay=0.0,
+                               seed=0, tensorboard=False)).fit(train, show_progress=False)
     after = step.evaluate(train[:100], 300, None)
     assert len(after["position_accuracy"]) == 3 and after["segments"] == 1.0
     assert after["token_accuracy"] >= 0.9 > before["token_accuracy"] + 0.3, (before, after)
@@ -116,8 +116,9 @@ def test_curriculum_runs_successive_fits_each_starting_from_the_last(tok, filler
         seen[n] = {k: v.clone() for k, v in step.model.state_dict().items()}
         return fact_task("memorize", 32, 16 * n, tok, filler, seed=n), fact_task("memorize", 12, 16 * n, tok, filler, seed=9)
 
-    stages = train_curriculum(step, make, [1, 2], LoopConfig(batch_size=4, lr=1e-3, warmup_steps=1, seed=0,
-                                                             tensorboard=False), steps=[3, 2], output_dir=tmp_path)
+    stages = train_curriculum(step, make, [1, 2], RMTConfig(batch_size=4, lr=1e-3, warmup_steps=1, seed=0,
+                                                             tensorboard=False), steps=[3, 2], output_dir=tmp_path,
+                              show_progress=False)
     assert [s["segments"] for s in stages] == [1, 2] and [s["steps"] for s in stages] == [3, 2]
     assert stages[1]["metrics"]["segments"] == 2.0
     changed = any(not torch.equal(seen[1][k], seen[2][k]) for k in seen[1])
@@ -125,7 +126,7 @@ def test_curriculum_runs_successive_fits_each_starting_from_the_last(tok, filler
     assert (tmp_path / "stage-0-1seg").is_dir() and (tmp_path / "stage-1-2seg").is_dir()
     assert curriculum_stages(6) == [1, 2, 4, 6] and curriculum_stages(4) == [1, 2, 4] and curriculum_stages(1) == [1]
     with pytest.raises(ValueError, match="stages"):
-        train_curriculum(step, make, [], LoopConfig())
+        train_curriculum(step, make, [], RMTConfig())
 
 
 def test_step_save_load_round_trip(tok, filler, tmp_path):
