@@ -58,9 +58,9 @@ PAPER = {  # Bulatov et al. 2022 (Table / Fig. of the algorithmic tasks): RMT vs
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     quick = args.quick
     if args.backbone == "minilm":
-        s = {"segment": 64, "mem": 10, "lr": 1e-4, "batch": 8, "weight_decay": 0.01}
+        s = {"segment": 64, "mem": 10, "lr": 1e-4, "batch": 8, "weight_decay": 0.01, "scheduler": "cosine"}
     else:
-        s = {"segment": 16, "mem": 4, "lr": 2e-3, "batch": 16, "weight_decay": 0.0}
+        s = {"segment": 16, "mem": 4, "lr": 2e-3, "batch": 16, "weight_decay": 0.0, "scheduler": "constant"}
     n = args.train_segments or (2 if quick else 4)
     stages = curriculum_stages(n)
     per_stage = args.steps or (300 if args.backbone == "tiny" else 200)
@@ -89,8 +89,8 @@ def make_encoder(args, vocab: int, mem: int, segment: int, seed: int) -> RMT:
 
 
 def loop_config(s: dict[str, Any], seed: int, steps: int) -> RMTConfig:
-    return RMTConfig(steps=steps, batch_size=s["batch"], lr=s["lr"], warmup_steps=10, weight_decay=s["weight_decay"],
-                      seed=seed, tensorboard=False, log_every=50)
+    return RMTConfig(steps=steps, batch_size=s["batch"], lr=s["lr"], scheduler=s["scheduler"], warmup_steps=10,
+                     weight_decay=s["weight_decay"], seed=seed, tensorboard=False, log_every=50)
 
 
 def fact_rows(task: str, args, s, tok, filler) -> list[dict[str, Any]]:
@@ -111,7 +111,7 @@ def fact_rows(task: str, args, s, tok, filler) -> list[dict[str, Any]]:
     t0 = time.perf_counter()
     step = RMTStep(make_encoder(args, len(tok), s["mem"], seg, seed), "classify", eval_batch_size=32)
     train_curriculum(step, lambda k: (data(k, seed * 1000 + k, s["train_examples"]), None), s["stages"],
-                     loop_config(s, seed, 0), steps=s["stage_steps"])
+                     loop_config(s, seed, 0), steps=s["stage_steps"], show_progress=False)
     took = time.perf_counter() - t0
     rows += [evaluate(step, "rmt", e, sum(s["stage_steps"]), took) for e in s["eval_segments"]]
     log.info("%s rmt: %s", task, [r["accuracy"] for r in rows])
@@ -119,7 +119,7 @@ def fact_rows(task: str, args, s, tok, filler) -> list[dict[str, Any]]:
     train = data(n, seed * 1000 + n, s["train_examples"])
     t0 = time.perf_counter()
     base = RMTStep(make_encoder(args, len(tok), 0, seg, seed), "classify", last_segment_only=True, eval_batch_size=32)
-    TrainLoop(base, loop_config(s, seed, s["baseline_steps"])).fit(train)
+    TrainLoop(base, loop_config(s, seed, s["baseline_steps"])).fit(train, show_progress=False)
     took = time.perf_counter() - t0
     rows += [evaluate(base, "no_memory", e, s["baseline_steps"], took) for e in s["eval_segments"]]
 
@@ -132,7 +132,7 @@ def fact_rows(task: str, args, s, tok, filler) -> list[dict[str, Any]]:
             full_model = RMT(tiny_bert(len(tok), args.full_limit, seed), "encoder", num_mem_tokens=0,
                              segment_size=limit, num_classes=6, seed=seed)
         full = RMTStep(full_model, "classify", eval_batch_size=32)
-        TrainLoop(full, loop_config(s, seed, s["baseline_steps"])).fit(train)
+        TrainLoop(full, loop_config(s, seed, s["baseline_steps"])).fit(train, show_progress=False)
         took = time.perf_counter() - t0
         rows += [evaluate(full, "full_attention", e, s["baseline_steps"], took)
                  for e in s["eval_segments"] if e * seg <= limit]
@@ -170,7 +170,7 @@ def algorithmic_rows(task: str, args, quick: bool) -> list[dict[str, Any]]:
                   seed=seed)
         step = RMTStep(rmt, "lm", sep_token_id=1, eval_batch_size=50)
         TrainLoop(step, RMTConfig(steps=steps, batch_size=32, lr=1e-3, warmup_steps=50, weight_decay=0.0, seed=seed,
-                                   tensorboard=False, log_every=100)).fit(train)
+                                   tensorboard=False, log_every=100)).fit(train, show_progress=False)
         m = step.evaluate(held_out, steps, None)
         row = {"task": task, "model": model, "train_segments": n_segments, "eval_segments": n_segments,
                "accuracy": m["token_accuracy"], "sequence_accuracy": m["accuracy"],
