@@ -103,7 +103,8 @@ class RMT(torch.nn.Module):
             self.sep_token_id = int(sep_token_id if sep_token_id is not None else _config_id(cfg, "sep_token_id", "eos_token_id", 102))
         else:
             self.cls_token_id = self.sep_token_id = None
-        extra = (self.num_mem_tokens + 3) if kind == "encoder" else (2 * self.num_mem_tokens if kind == "decoder" else self.num_mem_tokens)
+        # encoder: [CLS] mem [SEP] S [SEP], or [CLS] S [SEP] without memory
+        extra = (self.num_mem_tokens + 3 if self.num_mem_tokens else 2) if kind == "encoder" else (2 * self.num_mem_tokens if kind == "decoder" else self.num_mem_tokens)
         limit = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
         if limit is not None and kind != "encoder-decoder" and self.segment_size + extra > limit:
             raise ValueError(f"segment_size {self.segment_size} + {extra} memory/special positions exceeds the "
