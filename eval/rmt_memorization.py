@@ -34,6 +34,7 @@ Writes ``eval/results/rmt_memorization.json`` (``rows``: ``task``, ``model``, ``
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import time
@@ -43,6 +44,7 @@ import _common  # noqa: F401  (sys.path, offline environment)
 import torch
 
 from atlas_kit.memory import RMT
+from atlas_kit.storage import atomic_write_json, read_json
 from atlas_kit.memory.rmt_training import RMTConfig, RMTStep, curriculum_stages, train_curriculum
 from atlas_kit.tasks.memorization import FACT_TASKS, Filler, algorithmic_task, fact_task
 from atlas_kit.tokenization import default_tokenizer
@@ -107,13 +109,26 @@ def fact_rows(task: str, args, s, tok, filler) -> list[dict[str, Any]]:
         row["train_s"] = round(seconds, 1)
         return row
 
+    def fits(segments: int) -> bool:  # reason's two facts and question need ~20 tokens
+        try:
+            data(segments, 0, 1)
+            return True
+        except ValueError:
+            return False
+
+    stages = [k for k in s["stages"] if fits(k)]
+    stage_steps = [st for k, st in zip(s["stages"], s["stage_steps"]) if fits(k)]
+    lengths = [e for e in s["eval_segments"] if fits(e)]
+    if stages != s["stages"]:
+        log.info("%s: %d-token segments cannot hold the task at %s segment(s): curriculum %s", task, seg,
+                 sorted(set(s["stages"]) - set(stages)), stages)
     rows = []
     t0 = time.perf_counter()
     step = RMTStep(make_encoder(args, len(tok), s["mem"], seg, seed), "classify", eval_batch_size=32)
-    train_curriculum(step, lambda k: (data(k, seed * 1000 + k, s["train_examples"]), None), s["stages"],
-                     loop_config(s, seed, 0), steps=s["stage_steps"], show_progress=False)
+    train_curriculum(step, lambda k: (data(k, seed * 1000 + k, s["train_examples"]), None), stages,
+                     loop_config(s, seed, 0), steps=stage_steps, show_progress=False)
     took = time.perf_counter() - t0
-    rows += [evaluate(step, "rmt", e, sum(s["stage_steps"]), took) for e in s["eval_segments"]]
+    rows += [evaluate(step, "rmt", e, sum(stage_steps), took) for e in lengths]
     log.info("%s rmt: %s", task, [r["accuracy"] for r in rows])
 
     train = data(n, seed * 1000 + n, s["train_examples"])
@@ -121,7 +136,7 @@ def fact_rows(task: str, args, s, tok, filler) -> list[dict[str, Any]]:
     base = RMTStep(make_encoder(args, len(tok), 0, seg, seed), "classify", last_segment_only=True, eval_batch_size=32)
     TrainLoop(base, loop_config(s, seed, s["baseline_steps"])).fit(train, show_progress=False)
     took = time.perf_counter() - t0
-    rows += [evaluate(base, "no_memory", e, s["baseline_steps"], took) for e in s["eval_segments"]]
+    rows += [evaluate(base, "no_memory", e, s["baseline_steps"], took) for e in lengths]
 
     limit = args.full_limit - 2  # [CLS] ... [SEP]
     if n * seg <= limit:
@@ -135,7 +150,7 @@ def fact_rows(task: str, args, s, tok, filler) -> list[dict[str, Any]]:
         TrainLoop(full, loop_config(s, seed, s["baseline_steps"])).fit(train, show_progress=False)
         took = time.perf_counter() - t0
         rows += [evaluate(full, "full_attention", e, s["baseline_steps"], took)
-                 for e in s["eval_segments"] if e * seg <= limit]
+                 for e in lengths if e * seg <= limit]
     return rows
 
 
@@ -267,6 +282,7 @@ def main() -> None:
     p.add_argument("--cost-backbone", choices=["minilm", "tiny"], default="minilm")
     p.add_argument("--full-limit", type=int, default=512, help="positions of the full-attention baseline")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--resume", action="store_true", help="reuse finished tasks of an interrupted run (same settings)")
     p.add_argument("--name", default="rmt_memorization")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -280,8 +296,22 @@ def main() -> None:
                     max_texts=2000) if any(t in FACT_TASKS for t in tasks) else None
     t0 = time.perf_counter()
     rows: list[dict[str, Any]] = []
+    # each finished task's rows are kept in NAME.partial.json; --resume reuses those of the same settings
+    partial = _common.RESULTS / f"{args.name}.partial.json"
+    key = {"seed": args.seed, "quick": args.quick, "backbone": args.backbone, "filler": args.filler, "settings": s,
+           "alg_steps": args.alg_steps}
+    done: dict[str, list] = {}
+    if args.resume and partial.is_file():
+        saved = read_json(partial)
+        if saved.get("key") == json.loads(json.dumps(key)):
+            done = saved["tasks"]
     for task in tasks:
-        rows += fact_rows(task, args, s, tok, filler) if task in FACT_TASKS else algorithmic_rows(task, args, args.quick)
+        if task in done:
+            log.info("%s: reusing the rows of %s", task, partial)
+        else:
+            done[task] = fact_rows(task, args, s, tok, filler) if task in FACT_TASKS else algorithmic_rows(task, args, args.quick)
+            atomic_write_json(partial, {"key": key, "tasks": done})
+        rows += done[task]
     cost = cost_rows(args, s, len(tok))
     meta = {"seed": args.seed, "quick": args.quick, "backbone": args.backbone, "filler": filler.path if filler else None,
             "settings": s, "cost": cost, "seconds": round(time.perf_counter() - t0, 1),
