@@ -161,12 +161,13 @@ class RMTStep(TrainStep):
     def _forward(self, batch: dict[str, torch.Tensor], reset_memory: bool = False):
         if self.head == "seq2seq":
             labels = batch["labels"]
-            start = self.model.backbone.config.decoder_start_token_id
-            pad = self.model.backbone.config.pad_token_id
-            decoder_input_ids = self.model.backbone._shift_right(labels.masked_fill(labels == IGNORE, pad)) \
-                if hasattr(self.model.backbone, "_shift_right") else None
-            if decoder_input_ids is None:
-                raise ValueError(f"seq2seq head: the backbone cannot shift labels right (decoder start {start})")
+            cfg = self.model.backbone.config
+            start = cfg.decoder_start_token_id if cfg.decoder_start_token_id is not None else cfg.pad_token_id
+            if start is None:
+                raise ValueError("seq2seq head: the backbone's config names no decoder_start_token_id / pad_token_id")
+            # teacher forcing: the decoder reads [start] + target[:-1] (padding where labels are ignored)
+            shifted = torch.cat([torch.full_like(labels[:, :1], start), labels[:, :-1]], dim=1)
+            decoder_input_ids = shifted.masked_fill(shifted == IGNORE, cfg.pad_token_id or 0)
             return self.model(batch["input_ids"], batch["attention_mask"], labels=labels,
                               decoder_input_ids=decoder_input_ids, reset_memory=reset_memory)
         return self.model(batch["input_ids"], batch["attention_mask"], labels=batch["labels"],
