@@ -176,7 +176,7 @@ class Task(BaseModel):
 
     def spec(self) -> dict[str, Any]:
         """The recipe block that builds this task again."""
-        return {"name": self.name, **self.model_dump()}
+        return {"name": self.name, **self.model_dump(mode="json")}
 
 
 _REGISTRY: dict[str, type[Task]] = {}
