@@ -14,7 +14,6 @@ import random
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from atlas_kit.evaluation import write_report
 from atlas_kit.index import FaissIndex, load_index
@@ -25,7 +24,7 @@ from atlas_kit.retriever import Retriever
 from atlas_kit.api import Atlas
 from atlas_kit.recipes.schema import validate_recipe
 from atlas_kit.storage import atomic_write_json, atomic_write_text
-from atlas_kit.tasks import Task, get_task, squad_open
+from atlas_kit.tasks import get_task, squad_open
 from atlas_kit.tokenization import train_word_tokenizer
 from atlas_kit.train import TrainConfig, Trainer
 

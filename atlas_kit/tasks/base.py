@@ -240,7 +240,10 @@ def describe_validation_error(error: ValidationError, model: type[BaseModel], wh
             lines.append(f"{where}.{loc}: unknown option{(' of ' + label) if label else ''}{hint} "
                          f"(known: {', '.join(known) or 'none'})")
         else:
-            lines.append(f"{where}.{loc}: {err['msg']} (got {err.get('input')!r})")
+            kind = str(err["type"]).split("_")[0]
+            expected = {"int": "int", "float": "float", "bool": "bool", "string": "str"}.get(kind)
+            what = f"expected {expected}, " if expected else ""
+            lines.append(f"{where}.{loc}: {err['msg']} ({what}got {err.get('input')!r})")
     return "; ".join(lines)
 
 

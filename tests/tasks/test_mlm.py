@@ -53,7 +53,7 @@ def test_mlm_examples_are_seeded_and_exclude_their_source():
 
 def test_trainer_keeps_the_source_passage_out_of_retrieval():
     from atlas_kit.train import TrainConfig, Trainer
-    from tests.train.test_trainer import make_setup
+    from tests.conftest import make_setup
 
     atlas, _ = make_setup()
     passages = list(atlas.index.passages)
