@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Sequence
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from atlas_kit.ir import ir_metrics, qrels_from_gold_ids, run_from_hits, write_run
 from atlas_kit.metrics import answer_recall_at_k, recall_at_k
 from atlas_kit.tasks.mmlu import MCExample
 
@@ -130,8 +131,6 @@ class Task(BaseModel):
         the IR measures ``NDCG@k``, ``MRR@k``, ``MAP``, ``Recall@k``, ``P@k``
         (:func:`atlas_kit.ir.ir_metrics`, binary relevance), plus the task's own
         (:meth:`retrieval_scores`); ``run_file`` writes the ranking as a TREC run."""
-        from atlas_kit.ir import ir_metrics, qrels_from_gold_ids, run_from_hits, write_run
-
         examples = list(examples)
         ks = sorted(set(int(k) for k in ks))
         hits = atlas.retrieve([e.question for e in examples], k=max(ks))
