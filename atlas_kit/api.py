@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from atlas_kit.index import load_index
 from atlas_kit.index.base import Hits, Index
 from atlas_kit.reader import Reader
 from atlas_kit.retriever import Retriever
@@ -97,7 +98,6 @@ class Atlas:
         questions: Sequence[str] | str,
         k: int | None = None,
         candidates: int | None = None,
-        rerank: int | None = None,
         query_embeddings: np.ndarray | None = None,
         batch_size: int = 128,
         index: Index | None = None,
@@ -105,13 +105,11 @@ class Atlas:
         """Ranked hits for every question, batched.
 
         With a reranker, ``candidates`` hits are fetched (default ``4 * k``) and re-scored, and
-        the best ``k`` kept. ``rerank=N`` is the alternative spelling "fetch ``k``, keep ``N``".
+        the best ``k`` kept.
         """
         single = isinstance(questions, str)
         qs = [questions] if single else list(questions)
         k = k or self.k
-        if rerank is not None:
-            candidates, k = k, rerank
         use_reranker = self.reranker is not None
         fetch = max(k, candidates or (4 * k if use_reranker else k))
         index = index if index is not None else self.index  # read once: a concurrent swap cannot split this call
@@ -181,8 +179,6 @@ class Atlas:
         """Load a saved model so that it answers as the saved one did: same reader settings,
         same ``k`` and the index it was saved with. ``index`` and ``k`` override those; a recorded
         index that no longer exists is an error only when retrieval is attempted."""
-        from atlas_kit.index import load_index
-
         folder = Path(folder)
         cfg = read_json(folder / CONFIG_NAME)
         retriever = Retriever.from_pretrained(folder / "retriever", device=device)

@@ -66,7 +66,7 @@ def _cmd_index_build(args: argparse.Namespace) -> int:
 
         if args.kind not in INDEX_KINDS:
             raise SystemExit(f"index kind {args.kind!r} is not available (known: {sorted(INDEX_KINDS)})")
-        index = INDEX_KINDS[args.kind].build(passages, **_kind_options(args))
+        index = INDEX_KINDS[args.kind].build(passages)
     else:
         from atlas_kit.index.build import build_faiss_index
 
@@ -95,10 +95,6 @@ def _cmd_index_build(args: argparse.Namespace) -> int:
         where = args.out
     _console().print(f"[green]wrote[/green] {where}: {len(index)} passages, kind={index.kind}")
     return 0
-
-
-def _kind_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {}
 
 
 def _resolve(spec: str, root: str | None = None) -> str:
@@ -546,13 +542,8 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--device", default=None)
     srv.set_defaults(func=_cmd_serve)
 
-    for extra in _EXTRA_COMMANDS:
-        extra(sub)
+    _add_interop_commands(sub)
     return parser
-
-
-# Later modules (train, evaluate, index add/remove) register their sub-commands here.
-_EXTRA_COMMANDS: list[Callable[[Any], None]] = [_add_interop_commands]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

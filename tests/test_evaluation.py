@@ -10,7 +10,7 @@ from atlas_kit.tasks import task_for_examples
 from atlas_kit.multiple_choice import summarize_records
 from atlas_kit.tasks.mmlu import MCExample, format_mc_query
 from atlas_kit.tasks.qa import QAExample
-from tests.train.test_trainer import make_setup
+from tests.conftest import make_setup
 
 
 def mc_example(i: int, label: int, subject: str = "anatomy") -> MCExample:

@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Sequence
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from atlas_kit.ir import ir_metrics, qrels_from_gold_ids, run_from_hits, write_run
 from atlas_kit.metrics import answer_recall_at_k, recall_at_k
 from atlas_kit.tasks.mmlu import MCExample
 
@@ -130,8 +131,6 @@ class Task(BaseModel):
         the IR measures ``NDCG@k``, ``MRR@k``, ``MAP``, ``Recall@k``, ``P@k``
         (:func:`atlas_kit.ir.ir_metrics`, binary relevance), plus the task's own
         (:meth:`retrieval_scores`); ``run_file`` writes the ranking as a TREC run."""
-        from atlas_kit.ir import ir_metrics, qrels_from_gold_ids, run_from_hits, write_run
-
         examples = list(examples)
         ks = sorted(set(int(k) for k in ks))
         hits = atlas.retrieve([e.question for e in examples], k=max(ks))
@@ -176,7 +175,7 @@ class Task(BaseModel):
 
     def spec(self) -> dict[str, Any]:
         """The recipe block that builds this task again."""
-        return {"name": self.name, **self.model_dump()}
+        return {"name": self.name, **self.model_dump(mode="json")}
 
 
 _REGISTRY: dict[str, type[Task]] = {}
@@ -240,7 +239,10 @@ def describe_validation_error(error: ValidationError, model: type[BaseModel], wh
             lines.append(f"{where}.{loc}: unknown option{(' of ' + label) if label else ''}{hint} "
                          f"(known: {', '.join(known) or 'none'})")
         else:
-            lines.append(f"{where}.{loc}: {err['msg']} (got {err.get('input')!r})")
+            kind = str(err["type"]).split("_")[0]
+            expected = {"int": "int", "float": "float", "bool": "bool", "string": "str"}.get(kind)
+            what = f"expected {expected}, " if expected else ""
+            lines.append(f"{where}.{loc}: {err['msg']} ({what}got {err.get('input')!r})")
     return "; ".join(lines)
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from atlas_kit.evaluation import write_report
 from atlas_kit.index.faiss_index import FaissIndex
 from atlas_kit.losses import retriever_loss
 from atlas_kit.reader_signals import reader_signal
@@ -208,8 +209,6 @@ class AtlasStep(TrainStep):
     def evaluate(self, examples: Sequence[Any], step: int, out: Path | None = None) -> dict[str, Any]:
         """The task's metrics on ``examples`` (retrieve ``n_context`` once -> predict -> score);
         with ``out`` also the report (predictions, tables, plots) in that folder."""
-        from atlas_kit.evaluation import write_report
-
         task = self.task or task_for_examples(examples)
         result = task.evaluate(self.atlas, examples, k=self.cfg.n_context, batch_size=self.cfg.eval_batch_size)
         if out is not None:

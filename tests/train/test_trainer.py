@@ -6,26 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from atlas_kit import Atlas, Passages, Reader
-from atlas_kit.index import FaissIndex
 from atlas_kit.tasks.qa import QAExample
-from atlas_kit.tokenization import train_word_tokenizer
 from atlas_kit.train import TrainConfig, Trainer
 from atlas_kit.train.config import due, parse_schedule
-from atlas_kit.world import World
-from tests.conftest import make_tiny_retriever
-
-
-def make_setup(seed: int = 0):
-    world = World.generate(12, seed=3, granularity="fact", typed_values=True)
-    passages = Passages.from_records(world.passages())
-    retriever = make_tiny_retriever(seed=seed)
-    index = FaissIndex.build(passages, retriever, embeddings_dtype="float32")
-    reader = Reader.from_config(train_word_tokenizer(world.texts()), d_model=32, num_layers=1, num_heads=2,
-                                dropout=0.1, seed=seed, text_maxlength=40, answer_maxlength=6)
-    atlas = Atlas(retriever, reader, index)
-    examples = [QAExample(q.id, q.question, q.answers, q.gold_ids) for q in world.questions()]
-    return atlas, examples
+from tests.conftest import make_setup
 
 
 def params(module):
