@@ -213,3 +213,17 @@ def test_rmt_copies_across_three_segments_with_the_curriculum():
     assert results["rmt"]["token_accuracy"] >= 0.95, results["rmt"]
     assert abs(results["rmt"]["token_accuracy_memory_reset"] - 0.1) <= 0.05, results["rmt"]
     assert abs(results["no_memory"]["token_accuracy"] - 0.1) <= 0.05, results["no_memory"]
+
+
+def test_shipped_rmt_recipes_are_valid():
+    from pathlib import Path
+
+    recipes = sorted((Path(__file__).resolve().parents[2] / "recipes" / "memory").glob("*.yaml"))
+    assert len(recipes) == 3
+    for path in recipes:
+        recipe = load_rmt_recipe(path)
+        assert recipe["curriculum"][0] == 1 and recipe["task"]["name"] == "memorize", path
+    report = load_rmt_recipe(next(p for p in recipes if "bert-base" in p.name))
+    assert report["model"]["backbone"] == "bert-base-cased" and report["model"]["num_mem_tokens"] == 10
+    assert report["model"]["segment_size"] + report["model"]["num_mem_tokens"] + 3 == 512
+    assert report["curriculum"] == [1, 2, 4, 7] and len(report["steps"]) == 4
