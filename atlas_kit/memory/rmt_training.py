@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from atlas_kit.memory.rmt import RMT
 from atlas_kit.storage import atomic_write_json, atomic_write_text
@@ -232,7 +233,9 @@ class RMTStep(TrainStep):
         per_position: list[list[int]] = []
         rows: list[dict[str, Any]] = []
         segments: list[int] = []
-        for i in range(0, len(examples), self.eval_batch_size):
+        starts = range(0, len(examples), self.eval_batch_size)
+        for i in tqdm(starts, desc="eval" + (" (memory reset)" if reset_memory else ""), leave=False,
+                      disable=len(starts) < 20):
             chunk = examples[i : i + self.eval_batch_size]
             tensors = self.batch(chunk)
             result = self._forward(tensors, reset_memory=reset_memory)
