@@ -201,7 +201,7 @@ def test_rmt_copies_across_three_segments_with_the_curriculum():
 
     held_out = copy_of(3, 200, seed=99)
     results = {}
-    for name, mem, stages, steps in (("rmt", 8, [1, 2, 3], [300, 1200, 1200]), ("no_memory", 0, [3], [2700])):
+    for name, mem, stages, steps in (("rmt", 8, [1, 2, 3], [300, 1200, 3000]), ("no_memory", 0, [3], [4500])):
         step = RMTStep(RMT(gpt2(6 + 2 * mem), "decoder", num_mem_tokens=mem, segment_size=6), "lm", sep_token_id=1,
                        eval_batch_size=50)
         cfg = RMTConfig(batch_size=32, lr=2e-3, scheduler="constant", warmup_steps=20, weight_decay=0.0, seed=0,
