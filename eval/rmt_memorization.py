@@ -342,6 +342,7 @@ def main() -> None:
                    title="cost per input token (ratio to one segment)")
     if any(t in FACT_TASKS for t in tasks):
         plot(rows, cost, _common.RESULTS / f"{args.name}.png", s["train_segments"])
+    partial.unlink(missing_ok=True)  # the run is complete: nothing left to resume
 
 
 if __name__ == "__main__":
