@@ -138,12 +138,11 @@ def _set_seed(seed: int) -> None:
 
 @dataclass
 class CurriculumConfig(LoopConfig):
-    """The demo reader's loop settings: Atlas's linear schedule decaying to 5% of ``lr`` with a
-    warm-up of 5% of the phase, weight decay 0.01, clip 1.0."""
+    """The demo reader's loop settings: weight decay 0.01, clip 1.0, and its own schedule
+    (:meth:`ReaderCurriculumStep.lr_lambda`)."""
 
     lr: float = 1e-3
     weight_decay: float = 0.01
-    scheduler: str = "linear"
     lr_min_ratio: float = 0.05
     tensorboard: bool = False
 
@@ -162,6 +161,13 @@ class ReaderCurriculumStep(TrainStep):
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"reader": self.reader}
+
+    def lr_lambda(self, cfg: LoopConfig) -> Callable[[int], float]:
+        """Linear decay over the whole phase (to ``lr_min_ratio``, reached at 95% of it) with the
+        warm-up multiplied in - not Atlas's linear (flat after warm-up, then decaying): on the demo
+        world Atlas's shape gave held-out EM 83.3 against 98.9 for this one (seed 0, same batches)."""
+        n, w, floor = max(1, cfg.steps), max(1, cfg.warmup_steps), cfg.lr_min_ratio
+        return lambda s: min(1.0, (s + 1) / w) * max(floor, 1 - s / n)
 
     def loss(self, batch: list[int], step: int) -> tuple[torch.Tensor, dict[str, float]]:
         if self.gold_only or self.rng.random() < self.gold_mix:
