@@ -27,14 +27,12 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import faiss
 import fasteners
 import numpy as np
-from faiss.contrib.exhaustive_search import knn_ground_truth
 from tqdm.auto import tqdm
 
 from atlas_kit.index.base import (
@@ -48,6 +46,8 @@ from atlas_kit.index.base import (
     read_manifest,
     verify_loaded,
 )
+from atlas_kit.index.faiss_snapshot import FaissSnapshot, is_flat, is_lossy
+from atlas_kit.index.faiss_tuning import search_knob, tune_knob
 from atlas_kit.index.registry import register
 from atlas_kit.passages import Passages, load_passages
 from atlas_kit.passages.tombstones import Tombstones
@@ -60,52 +60,10 @@ log = logging.getLogger(__name__)
 METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
 DEFAULT_TARGET_RECALL = 0.95  # of exact top-k neighbours, for the search knob chosen at build time
 DEFAULT_REFINE = 4  # candidates per result re-scored exactly, for indexes with lossy codes
-_REFINE_FLOATS = 1 << 24  # float32 values gathered per chunk of queries while re-ranking (64 MB)
 
 
 def _gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
-
-
-@dataclass(frozen=True)
-class FaissSnapshot:
-    """One consistent state of a :class:`FaissIndex`: what one search or vector lookup reads.
-
-    ``passages`` are the live passages; ``embeddings`` and the FAISS ``index`` hold *stored* rows
-    (removed ones included until compaction, listed in ``dead``). Positions given to
-    :meth:`vectors` are live positions of ``passages``, as in :class:`~atlas_kit.index.base.Hits`.
-    """
-
-    index: faiss.Index
-    passages: Passages
-    embeddings: np.ndarray | None
-    dead: Tombstones
-
-    @property
-    def has_vectors(self) -> bool:
-        """Whether :meth:`vectors` can answer (stored embeddings, or an exact Flat index)."""
-        return self.embeddings is not None or _is_flat(self.index)
-
-    def vectors(self, positions: Sequence[int] | np.ndarray) -> np.ndarray:
-        """Float32 vectors of the passages at live ``positions``: the stored float32 embeddings,
-        else the exact vectors of a Flat index, else the stored (float16) embeddings. Read in
-        position order (sequential reads of a memory-mapped file)."""
-        live = np.asarray(positions, dtype=np.int64)
-        stored = self.dead.to_stored(live)
-        order = np.argsort(stored, kind="stable")
-        sorted_pos = stored[order]
-        emb = self.embeddings
-        if emb is not None and emb.dtype == np.float32:
-            vecs = np.asarray(emb[sorted_pos], dtype=np.float32)
-        elif _is_flat(self.index):
-            vecs = self.index.reconstruct_batch(np.ascontiguousarray(sorted_pos, dtype=np.int64))
-        elif emb is not None:
-            vecs = np.asarray(emb[sorted_pos], dtype=np.float32)
-        else:
-            raise ValueError("this index stores no vectors (loaded without embeddings, and not Flat)")
-        out = np.empty_like(vecs)
-        out[order] = vecs
-        return out
 
 
 @register
@@ -298,7 +256,7 @@ class FaissIndex(Index):
             "retriever": retriever_identity or {},
             "corpus_checksum": checksum_state.hexdigest(),
             "embeddings_dtype": embeddings_dtype,
-            "refine": refine if refine is not None else (DEFAULT_REFINE if _lossy(index) else 1),
+            "refine": refine if refine is not None else (DEFAULT_REFINE if is_lossy(index) else 1),
             "created": now_iso(),
             "build": {"index_seconds": round(time.perf_counter() - t0, 3)},
         }
@@ -306,7 +264,7 @@ class FaissIndex(Index):
             embeddings = embeddings.astype(embeddings_dtype, copy=False)
         built = cls(index, passages, embeddings, manifest)
         built._checksum_state = checksum_state
-        if target_recall is not None and _knob(index) is not None:
+        if target_recall is not None and search_knob(index) is not None:
             built.tune(target_recall, seed=seed)
         return built
 
@@ -392,14 +350,9 @@ class FaissIndex(Index):
         """Choose the smallest ``nprobe`` (IVF) or ``efSearch`` (HNSW) whose top-``k`` recovers
         ``target_recall`` of exact (Flat) top-``k`` neighbours; store it in the manifest and use it.
 
-        The queries are a seeded sample of ``queries`` stored passage vectors, each searched
-        leave-one-out (its own passage is dropped from both result lists, so it acts as a held-out
-        vector). The exact neighbours come from a chunked brute-force pass over the stored
-        embeddings (``faiss.contrib.exhaustive_search.knn_ground_truth``). Where FAISS's
-        ``ParameterSpace.explore`` picks operating points by measured speed, this scans one knob in
-        increasing order and keeps the first value that reaches the target: deterministic, so a
-        rebuild gets the same setting. If recall levels off below the target (the codes themselves
-        lose too much, e.g. coarse PQ), the start of the plateau is kept and a warning logged. Parameters set explicitly with
+        How (leave-one-out queries from the stored vectors, exact neighbours by brute force, a
+        deterministic scan, plateau handling): :mod:`atlas_kit.index.faiss_tuning`. Searches are
+        made as :meth:`search` makes them (refined when ``refine`` > 1). Parameters set explicitly with
         :meth:`set_search_params` still win. Returns the manifest's ``tuned`` record.
         """
         if not 0 < target_recall <= 1:
@@ -408,43 +361,19 @@ class FaissIndex(Index):
             if self._snap.dead:
                 self.compact()
         snap = self._snap
-        index, emb = snap.index, snap.embeddings
-        knob = _knob(index)
-        if knob is None:
+        if search_knob(snap.index) is None:
             raise ValueError(f"a {self.manifest.get('factory')!r} index has no search knob to tune (only IVF and HNSW do)")
-        if emb is None:
+        if snap.embeddings is None:
             raise ValueError("tuning needs the stored embeddings: load the index with load_embeddings=True")
-        n = len(emb)
-        k = min(k, n - 1)
-        if k < 1:
-            raise ValueError("tuning needs at least two passages")
-        rng = np.random.default_rng(seed)
-        pos = np.sort(rng.choice(n, min(queries, n), replace=False))
-        xq = np.ascontiguousarray(np.asarray(emb[pos]), dtype=np.float32)
-        metric = METRICS[self.manifest.get("metric", "ip")]
-        chunks = (np.ascontiguousarray(emb[i : i + 65_536], dtype=np.float32) for i in range(0, n, 65_536))
-        _, gt = knn_ground_truth(xq, chunks, k + 1, metric_type=metric)
-        truth = _drop_self(gt, pos, k)
         ps = faiss.ParameterSpace()
-        seen: list[tuple[int, float]] = []
-        for value in _knob_values(index, knob, k):
+
+        def search_at(value: int, xq: np.ndarray, kk: int) -> np.ndarray:
             with self._rw.read_lock():
-                ps.set_index_parameter(index, knob, value)
-                _, found = self._search(snap, xq, k + 1)  # as searches run: refined when refine > 1
-            got = _drop_self(found, pos, k)
-            seen.append((value, float(np.mean([len(set(a) & set(b)) / k for a, b in zip(got, truth)]))))
-            log.info("tune: %s=%d -> recall@%d %.3f", knob, value, k, seen[-1][1])
-            plateau = len(seen) >= 3 and seen[-1][1] - seen[-3][1] < 1e-3
-            if seen[-1][1] >= target_recall or plateau:
-                break
-        value, recall = seen[-1]
-        if recall < target_recall:
-            best = max(r for _, r in seen)
-            value, recall = next((v, r) for v, r in seen if r >= best - 5e-3)  # the plateau's start
-            log.warning("tune: recall@%d of exact search stops at %.3f (%s=%d), below the target %.3f: "
-                        "the index's codes lose more than that", k, recall, knob, value, target_recall)
-        tuned = {"params": {knob: int(value)}, "target_recall": target_recall, "recall": round(recall, 4),
-                 "k": k, "queries": len(pos), "seed": seed}
+                ps.set_index_parameter(snap.index, search_knob(snap.index), value)
+                return self._search(snap, xq, kk)[1]
+
+        tuned = tune_knob(snap.index, snap.embeddings, search_at, METRICS[self.manifest.get("metric", "ip")],
+                          target_recall, k=k, queries=queries, seed=seed)
         self.manifest = {**self.manifest, "tuned": tuned}
         self._apply_search_params()
         return tuned
@@ -467,35 +396,11 @@ class FaissIndex(Index):
     def _search(self, snap: FaissSnapshot, query_embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """FAISS search of ``snap`` (the caller holds the read lock), refined over the stored
         embeddings when ``refine`` > 1, tombstoned rows dropped, labels as live positions."""
-        index = snap.index
         q = np.ascontiguousarray(query_embeddings, dtype=np.float32)
-        if q.ndim != 2 or q.shape[1] != index.d:
-            raise ValueError(f"query embeddings must be [n, {index.d}], got {q.shape}")
-        if self._gpu_index is not None and index is self._gpu_source:
-            index = self._gpu_index
-        refine = self.refine if snap.embeddings is not None else 1
-        if refine <= 1 and not snap.dead:
-            return index.search(q, k)
-        fetch = min(k * refine + len(snap.dead), max(int(index.ntotal), 1))
-        scores, labels = index.search(q, fetch)
-        valid = labels >= 0
-        if snap.dead:
-            valid &= ~snap.dead.is_dead(labels)
-        ip = self._manifest.get("metric", "ip") == "ip"
-        if refine > 1:
-            scores = _exact_scores(snap.embeddings, q, labels, valid, ip)
-        worst = np.float32(-np.inf if ip else np.inf)
-        scores = np.where(valid, scores, worst).astype(np.float32, copy=False)
-        order = np.argsort(-scores if ip else scores, axis=1, kind="stable")[:, :k]
-        scores = np.take_along_axis(scores, order, axis=1)
-        labels = np.take_along_axis(labels, order, axis=1)
-        ok = np.take_along_axis(valid, order, axis=1)
-        positions = np.where(ok, snap.dead.to_live(np.where(ok, labels, 0)), -1)
-        if positions.shape[1] < k:  # fewer stored rows than k: pad like FAISS does
-            pad = k - positions.shape[1]
-            positions = np.pad(positions, ((0, 0), (0, pad)), constant_values=-1)
-            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=worst)
-        return scores, positions
+        if q.ndim != 2 or q.shape[1] != snap.index.d:
+            raise ValueError(f"query embeddings must be [n, {snap.index.d}], got {q.shape}")
+        gpu = self._gpu_index if self._gpu_index is not None and snap.index is self._gpu_source else None
+        return snap.search(q, k, refine=self.refine, metric=self._manifest.get("metric", "ip"), index=gpu)
 
     # ------------------------------------------------------------------ incremental updates
     def add(self, passages: Passages | str | os.PathLike, retriever: Any = None,
@@ -563,7 +468,7 @@ class FaissIndex(Index):
             live = sorted({snap.passages.position(pid) for pid in ids})  # KeyError names an unknown id
             if not live:
                 return self
-            if snap.embeddings is None and not _is_flat(snap.index):
+            if snap.embeddings is None and not is_flat(snap.index):
                 raise ValueError("this index was loaded without embeddings; cannot rebuild it after removal")
             kept = snap.passages.remove([snap.passages.ids[p] for p in live])
             dead = snap.dead.with_removed(snap.dead.to_stored(np.asarray(live)))
@@ -591,7 +496,7 @@ class FaissIndex(Index):
             keep = snap.dead.live_positions(n_stored)
             new_emb = None if emb is None else np.asarray(emb)[keep]
             passages = snap.passages.compacted()
-            flat = _is_flat(index)
+            flat = is_flat(index)
             if self._mapped:
                 index = faiss.deserialize_index(faiss.serialize_index(index))
             elif not flat:
@@ -645,70 +550,6 @@ class FaissIndex(Index):
         info["tombstones"] = len(self._snap.dead)
         info["memory_bytes"] = _index_bytes(self.index)
         return info
-
-
-def _is_flat(index: Any) -> bool:
-    try:
-        return isinstance(faiss.downcast_index(index), faiss.IndexFlat)
-    except Exception:  # not a FAISS index
-        return False
-
-
-def _lossy(index: faiss.Index) -> bool:
-    """Whether the index stores compressed codes (PQ, SQ, ...) rather than the float vectors."""
-    try:
-        return int(index.sa_code_size()) < 4 * index.d
-    except RuntimeError:  # kinds without standalone codes (e.g. HNSW over Flat storage)
-        inner = _inner(index)
-        storage = getattr(faiss.downcast_index(inner), "storage", None)
-        return storage is not None and not _is_flat(storage)
-
-
-def _exact_scores(emb: np.ndarray, q: np.ndarray, labels: np.ndarray, valid: np.ndarray, ip: bool) -> np.ndarray:
-    """Exact inner products (or squared L2 distances) of ``q`` with the stored rows ``labels``."""
-    n, fetch = labels.shape
-    out = np.empty((n, fetch), dtype=np.float32)
-    safe = np.where(valid, labels, 0)
-    step = max(1, _REFINE_FLOATS // max(1, fetch * q.shape[1]))
-    for i in range(0, n, step):
-        rows = safe[i : i + step]
-        flat = rows.reshape(-1)
-        order = np.argsort(flat, kind="stable")  # sequential reads of a memory-mapped file
-        vecs = np.empty((len(flat), q.shape[1]), dtype=np.float32)
-        vecs[order] = np.asarray(emb[flat[order]], dtype=np.float32)
-        vecs = vecs.reshape(len(rows), fetch, -1)
-        if ip:
-            out[i : i + step] = np.einsum("nkd,nd->nk", vecs, q[i : i + step])
-        else:
-            out[i : i + step] = ((vecs - q[i : i + step, None, :]) ** 2).sum(-1)
-    return out
-
-
-def _knob(index: faiss.Index) -> str | None:
-    """The query-time knob that trades speed for recall: ``nprobe`` (IVF), ``efSearch`` (HNSW)."""
-    if faiss.try_extract_index_ivf(index) is not None:
-        return "nprobe"
-    if isinstance(faiss.downcast_index(_inner(index)), faiss.IndexHNSW):
-        return "efSearch"
-    return None
-
-
-def _inner(index: faiss.Index) -> faiss.Index:
-    """The index below any pre-transform (OPQ, PCA...) wrapper."""
-    index = faiss.downcast_index(index)
-    return faiss.downcast_index(index.index) if isinstance(index, faiss.IndexPreTransform) else index
-
-
-def _knob_values(index: faiss.Index, knob: str, k: int) -> list[int]:
-    if knob == "nprobe":
-        nlist = faiss.try_extract_index_ivf(index).nlist
-        return sorted({min(2**i, nlist) for i in range(int(np.ceil(np.log2(nlist))) + 1)})
-    return [v for v in (16, 32, 64, 128, 256, 512, 1024, 2048) if v >= k] or [k]
-
-
-def _drop_self(found: np.ndarray, pos: np.ndarray, k: int) -> list[np.ndarray]:
-    """Per query, the first ``k`` results other than the query's own position (and padding)."""
-    return [row[(row != p) & (row >= 0)][:k] for row, p in zip(found, pos)]
 
 
 def _default_train_size(index: faiss.Index, n: int) -> int:

@@ -195,7 +195,7 @@ def stored_passage_vectors(index: Index, retriever: Any, ids: Sequence[str]) -> 
 
 def _snapshot(ix: Any) -> Any:
     """A consistent state of a dense index that can give stored vectors
-    (:class:`~atlas_kit.index.faiss_index.FaissSnapshot`), or ``None``."""
+    (:class:`~atlas_kit.index.faiss_snapshot.FaissSnapshot`), or ``None``."""
     snapshot = getattr(ix, "snapshot", None)
     snap = snapshot() if callable(snapshot) else None
     if snap is None or snap.passages is None or not snap.has_vectors:
