@@ -49,12 +49,17 @@ def _drop_self(found: np.ndarray, pos: np.ndarray, k: int) -> list[np.ndarray]:
 
 
 def tune_knob(index: faiss.Index, embeddings: np.ndarray, search_at: Callable[[int, np.ndarray, int], np.ndarray],
-              metric_type: int, target_recall: float, k: int = 20, queries: int = 500, seed: int = 0) -> dict[str, Any]:
+              metric_type: int, target_recall: float, k: int = 20, queries: int = 500, seed: int = 0,
+              query_vectors: np.ndarray | None = None) -> dict[str, Any]:
     """The smallest knob value whose top-``k`` recovers ``target_recall`` of exact top-``k``.
 
     ``search_at(value, xq, kk)`` sets the knob to ``value`` and returns the positions [n, kk] the
-    index's own search finds (as searches run: refined, tombstones dropped). Returns the record a
-    manifest keeps under ``tuned``: ``params``, ``target_recall``, ``recall``, ``k``, ``queries``, ``seed``.
+    index's own search finds (as searches run: refined, tombstones dropped). ``query_vectors``:
+    real query embeddings (e.g. questions) to tune on instead of held-out passage vectors - a
+    seeded sample of ``queries`` of them, searched as they are (no leave-one-out). Questions are
+    usually farther from the passages than passages are from each other, so they need more probes
+    for the same recall (measured in eval/bench_scale.py). Returns the record a manifest keeps under
+    ``tuned``: ``params``, ``target_recall``, ``recall``, ``k``, ``queries``, ``seed``, ``query_source``.
     """
     knob = search_knob(index)
     if knob is None:
@@ -64,14 +69,22 @@ def tune_knob(index: faiss.Index, embeddings: np.ndarray, search_at: Callable[[i
     if k < 1:
         raise ValueError("tuning needs at least two passages")
     rng = np.random.default_rng(seed)
-    pos = np.sort(rng.choice(n, min(queries, n), replace=False))
-    xq = np.ascontiguousarray(np.asarray(embeddings[pos]), dtype=np.float32)
+    if query_vectors is None:  # held-out passage vectors: each query's own passage is dropped
+        pos = np.sort(rng.choice(n, min(queries, n), replace=False))
+        xq = np.ascontiguousarray(np.asarray(embeddings[pos]), dtype=np.float32)
+        extra = 1
+    else:
+        qv = np.asarray(query_vectors, dtype=np.float32)
+        if qv.ndim != 2 or qv.shape[1] != embeddings.shape[1]:
+            raise ValueError(f"query_vectors must be [n, {embeddings.shape[1]}], got {qv.shape}")
+        xq = np.ascontiguousarray(qv[np.sort(rng.choice(len(qv), min(queries, len(qv)), replace=False))])
+        pos, extra = np.full(len(xq), -1), 0  # -1: no own passage to drop
     chunks = (np.ascontiguousarray(embeddings[i : i + 65_536], dtype=np.float32) for i in range(0, n, 65_536))
-    _, gt = knn_ground_truth(xq, chunks, k + 1, metric_type=metric_type)
+    _, gt = knn_ground_truth(xq, chunks, k + extra, metric_type=metric_type)
     truth = _drop_self(gt, pos, k)
     seen: list[tuple[int, float]] = []
     for value in knob_values(index, knob, k):
-        got = _drop_self(search_at(value, xq, k + 1), pos, k)
+        got = _drop_self(search_at(value, xq, k + extra), pos, k)
         seen.append((value, float(np.mean([len(set(a) & set(b)) / k for a, b in zip(got, truth)]))))
         log.info("tune: %s=%d -> recall@%d %.3f", knob, value, k, seen[-1][1])
         plateau = len(seen) >= 3 and seen[-1][1] - seen[-3][1] < 1e-3
@@ -84,4 +97,5 @@ def tune_knob(index: faiss.Index, embeddings: np.ndarray, search_at: Callable[[i
         log.warning("tune: recall@%d of exact search stops at %.3f (%s=%d), below the target %.3f: "
                     "the index's codes lose more than that", k, recall, knob, value, target_recall)
     return {"params": {knob: int(value)}, "target_recall": target_recall, "recall": round(recall, 4),
-            "k": k, "queries": len(pos), "seed": seed}
+            "k": k, "queries": len(xq), "seed": seed,
+            "query_source": "passages (leave-one-out)" if query_vectors is None else "given query vectors"}

@@ -91,3 +91,16 @@ def test_refine_is_on_by_default_for_lossy_codes_and_recovers_exact_ranking():
     np.testing.assert_allclose(scores, np.einsum("qkd,qd->qk", emb[positions], q[:4]), atol=1e-5)  # exact scores
     assert (np.diff(scores, axis=1) <= 0).all()
     assert FaissIndex.from_embeddings(emb, _passages(0, 2000), factory="IVF8,Flat", target_recall=None).refine == 1
+
+
+def test_tune_on_given_query_vectors():
+    emb = _vectors(2000)
+    ix = FaissIndex.from_embeddings(emb, _passages(0, 2000), factory="IVF16,Flat", target_recall=None)
+    questions = _vectors(300, seed=5)
+    tuned = ix.tune(0.95, k=10, query_vectors=questions, queries=200)
+    assert tuned["query_source"] == "given query vectors" and tuned["queries"] == 200 and tuned["recall"] >= 0.95
+    exact = FaissIndex.from_embeddings(emb, _passages(0, 2000), factory="Flat")
+    got, want = ix.search_vectors(questions, 10)[1], exact.search_vectors(questions, 10)[1]
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, want)]) >= 0.9
+    with pytest.raises(ValueError, match="query_vectors"):
+        ix.tune(0.95, query_vectors=questions[:, :3])
