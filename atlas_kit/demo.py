@@ -46,7 +46,7 @@ import torch
 from atlas_kit.api import Atlas
 from atlas_kit.index import FaissIndex
 from atlas_kit.metrics import qa_scores, recall_at_k
-from atlas_kit.passages import Passages
+from atlas_kit.passages import Passages, passage_fields
 from atlas_kit.reader import Reader
 from atlas_kit.retriever import Retriever
 from atlas_kit.storage import atomic_write_json, atomic_write_text
@@ -83,12 +83,6 @@ DEMO_DEFAULTS: dict[str, Any] = {
 Example = tuple[str, list[dict[str, str]], str]
 
 
-def _get(passage: Any, name: str) -> str:
-    """``title``/``text`` of a passage object (Passage, search hit) or dict."""
-    value = passage.get(name) if isinstance(passage, dict) else getattr(passage, name, "")
-    return str(value or "")
-
-
 class Renamer:
     """Replaces every word of ``words`` in one training example by a random practice word, the
     same word everywhere in that example (question, passage titles and texts, answer), a fresh
@@ -102,7 +96,7 @@ class Renamer:
         self.words, self.practice, self.rng = words, list(practice), rng
 
     def __call__(self, question: str, passages: Sequence[Any], answer: str) -> Example:
-        ctx = [{"title": _get(p, "title"), "text": _get(p, "text")} for p in passages]
+        ctx = [dict(zip(("title", "text"), passage_fields(p))) for p in passages]
         found: list[str] = []
         for text in [question, answer] + [c["title"] + " " + c["text"] for c in ctx]:
             for w in self._WORD.findall(text):
