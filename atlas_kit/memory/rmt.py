@@ -103,7 +103,8 @@ class RMT(torch.nn.Module):
             self.sep_token_id = int(sep_token_id if sep_token_id is not None else _config_id(cfg, "sep_token_id", "eos_token_id", 102))
         else:
             self.cls_token_id = self.sep_token_id = None
-        extra = (self.num_mem_tokens + 3) if kind == "encoder" else (2 * self.num_mem_tokens if kind == "decoder" else self.num_mem_tokens)
+        # encoder: [CLS] mem [SEP] S [SEP], or [CLS] S [SEP] without memory
+        extra = (self.num_mem_tokens + 3 if self.num_mem_tokens else 2) if kind == "encoder" else (2 * self.num_mem_tokens if kind == "decoder" else self.num_mem_tokens)
         limit = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
         if limit is not None and kind != "encoder-decoder" and self.segment_size + extra > limit:
             raise ValueError(f"segment_size {self.segment_size} + {extra} memory/special positions exceeds the "
@@ -166,9 +167,14 @@ class RMT(torch.nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None, decoder_input_ids: torch.Tensor | None = None) -> RMTOutput:
+                labels: torch.Tensor | None = None, decoder_input_ids: torch.Tensor | None = None,
+                reset_memory: bool = False) -> RMTOutput:
         """Read ``input_ids`` [B, T] segment by segment (rows right-padded; their lengths are the
         attention mask's sums).
+
+        ``reset_memory``: every segment starts from the learned initial memory instead of the
+        previous segment's (the "memory reset between segments" ablation of a trained model: the
+        same weights and layout, nothing carried across segments).
 
         ``labels``: class ids [B] (encoder with a head), token ids [B, T] aligned with the input
         (decoder: position t's logits predict token t + 1, -100 ignored), or target ids [B, T']
@@ -176,10 +182,10 @@ class RMT(torch.nn.Module):
         """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [batch, tokens], got shape {tuple(input_ids.shape)}")
-        final, lm_logits, memory, n_segments = self._read(input_ids, attention_mask)
+        final, lm_logits, memory, n_segments = self._read(input_ids, attention_mask, reset_memory)
         return self._finish(final, lm_logits, memory, n_segments, labels, decoder_input_ids)
 
-    def _read(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
+    def _read(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, reset_memory: bool = False
               ) -> tuple[list[Any], torch.Tensor | None, torch.Tensor, torch.Tensor]:
         """The recurrence: (each row's last-segment output, decoder logits [B, T, V] or None,
         memory after each row's last segment, segments per row)."""
@@ -192,7 +198,7 @@ class RMT(torch.nn.Module):
         if bool((lengths == 0).any()):
             raise ValueError("every row needs at least one token")
         n_segments = ((lengths + self.segment_size - 1) // self.segment_size).clamp(min=1)
-        memory = self.memory.unsqueeze(0).expand(b, -1, -1)
+        initial = memory = self.memory.unsqueeze(0).expand(b, -1, -1)
         final: list[Any] = [None] * b
         lm_logits = None
         for i in range(int(n_segments.max())):
@@ -200,7 +206,7 @@ class RMT(torch.nn.Module):
             start = i * self.segment_size
             seg_len = (lengths[rows] - start).clamp(max=self.segment_size)
             seg_ids = input_ids[rows, start : start + int(seg_len.max())]
-            mem_in = memory[rows]
+            mem_in = initial[rows] if reset_memory else memory[rows]
             if self.bptt_depth is not None and i > 0:
                 cut = (n_segments[rows] - i) >= self.bptt_depth  # this row's last segment is d or more ahead
                 mem_in = torch.where(cut[:, None, None], mem_in.detach(), mem_in)
@@ -295,7 +301,8 @@ class RMT(torch.nn.Module):
         return hidden, mask
 
     @torch.no_grad()
-    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                 reset_memory: bool = False, **kwargs: Any) -> torch.Tensor:
         """Encoder-decoder kind: read the input with memory, then ``generate`` from the last
         segment's states (``kwargs`` go to the backbone's ``generate``)."""
         if self.kind != "encoder-decoder":
@@ -303,7 +310,7 @@ class RMT(torch.nn.Module):
         was = self.training
         self.eval()
         try:
-            final = self._read(input_ids, attention_mask)[0]
+            final = self._read(input_ids, attention_mask, reset_memory)[0]
             hidden, enc_mask = self._pad_encoder_states(final)
             return self.backbone.generate(encoder_outputs=BaseModelOutput(last_hidden_state=hidden),
                                           attention_mask=enc_mask, **kwargs)

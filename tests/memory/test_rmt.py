@@ -116,3 +116,14 @@ def test_bad_settings_are_refused():
         RMT(bert(), "encoder", num_mem_tokens=10, segment_size=60)  # 60 + 13 > 64 positions
     with pytest.raises(ValueError, match="bptt_depth"):
         RMT(bert(), "encoder", bptt_depth=0)
+
+
+def test_reset_memory_reads_each_segment_from_the_initial_memory():
+    x = ids(2, 12, seed=6)
+    rmt = RMT(bert(), "encoder", num_mem_tokens=2, segment_size=4, num_classes=3).eval()
+    with torch.no_grad():
+        reset = rmt(x, reset_memory=True)
+        assert torch.allclose(reset.logits, rmt(x[:, 8:]).logits, atol=1e-6)  # only the last segment counts
+        carried = rmt(x)
+        assert (carried.memory - reset.memory).abs().max() > 0.01  # carried memory changes what is read
+        assert not torch.allclose(carried.logits, reset.logits, atol=1e-6)
