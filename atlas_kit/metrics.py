@@ -9,21 +9,15 @@ de-biasing) lives in :mod:`atlas_kit.evaluation`.
 from __future__ import annotations
 
 import re
-import string
 import unicodedata
 from collections import Counter
 from typing import Callable, Iterable, Sequence
 
+from atlas_kit import provenance
+from atlas_kit.normalize import normalize_answer
+
 __all__ = ["normalize_answer", "exact_match", "f1_score", "accuracy", "recall_at_k", "has_answer",
            "answer_recall_at_k", "METRICS", "metric", "qa_scores"]
-
-
-def normalize_answer(text: str) -> str:
-    """SQuAD normalisation: lowercase, drop punctuation and articles, collapse whitespace."""
-    text = text.lower()
-    text = "".join(ch for ch in text if ch not in set(string.punctuation))
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
 
 
 def exact_match(prediction: str, answers: Sequence[str]) -> float:
@@ -117,8 +111,6 @@ def metric(name: str) -> Callable:
     ``rouge_l``, ``r_precision``, ``page_recall_at_k``, ``page_success_at_k``, ``page_precision_at_k``)."""
     if name in METRICS:
         return METRICS[name]
-    from atlas_kit import provenance  # imported here: provenance itself builds on this module
-
     kilt = {n: getattr(provenance, n) for n in ("kilt_f1", "kilt_exact_match", "rouge_l", "r_precision",
                                                 "page_recall_at_k", "page_success_at_k", "page_precision_at_k")}
     if name not in kilt:

@@ -25,6 +25,7 @@ from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
 
 from atlas_kit.model_card import reader_card
+from atlas_kit.passages import passage_fields
 from atlas_kit.storage import atomic_dir, atomic_write_json, atomic_write_text, read_json
 
 __all__ = ["Reader", "CONFIG_NAME", "token_logprobs"]
@@ -33,16 +34,6 @@ log = logging.getLogger(__name__)
 
 CONFIG_NAME = "reader_config.json"
 _SETTINGS = ("template", "text_maxlength", "answer_maxlength")
-
-
-def _field(p: Any, name: str) -> str:
-    """``title``/``text`` of a passage given as an object (Passage, search hit), a dict or a string
-    (a bare string is the text, with no title)."""
-    if isinstance(p, str):
-        return p if name == "text" else ""
-    if isinstance(p, dict):
-        return str(p.get(name, "") or "")
-    return str(getattr(p, name, "") or "")
 
 
 def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -222,7 +213,8 @@ class Reader(torch.nn.Module):
         and context, so the closed-book (no-retrieval) baseline runs through the same code."""
         if len(passages) == 0:
             return [self.template.format(question=question, title="", text="")]
-        return [self.template.format(question=question, title=_field(p, "title"), text=_field(p, "text")) for p in passages]
+        return [self.template.format(question=question, title=title, text=text)
+                for title, text in map(passage_fields, passages)]
 
     def tokenize(self, questions: Sequence[str], passages: Sequence[Sequence[Any]]) -> dict[str, torch.Tensor]:
         """``input_ids`` / ``attention_mask`` of shape [B, k, L], padded to the batch's longest input.
@@ -250,7 +242,7 @@ class Reader(torch.nn.Module):
                     "every question in a FiD batch needs the same number of passages"
                 )
             if ps:
-                parts.extend((q, _field(p, "title"), _field(p, "text")) for p in ps)
+                parts.extend((q, *passage_fields(p)) for p in ps)
             else:
                 parts.append((q, "", ""))
         texts = [self.template.format(question=q, title=t, text=x) for q, t, x in parts]

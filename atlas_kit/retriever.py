@@ -118,10 +118,12 @@ class Retriever(torch.nn.Module):
             return cls._from_atlas_folder(local, device=device)
 
         settings: dict[str, Any] = {"pooling": "mean", "normalize": False, "passage_maxlength": 256}
-        encoder_path = path
         if (local / "modules.json").is_file():
-            settings.update(_read_sentence_transformers_layout(local))
-            encoder_path = settings.pop("encoder_path")
+            encoder, tokenizer, st_settings = _load_sentence_transformers_folder(local)
+            settings.update(st_settings)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            encoder = AutoModel.from_pretrained(path)
         overrides = {
             "pooling": pooling,
             "normalize": normalize,
@@ -129,8 +131,6 @@ class Retriever(torch.nn.Module):
             "passage_maxlength": passage_maxlength,
         }
         settings.update({k: v for k, v in overrides.items() if v is not None})
-        tokenizer = AutoTokenizer.from_pretrained(encoder_path)
-        encoder = AutoModel.from_pretrained(encoder_path)
         passage_encoder = None if shared else copy.deepcopy(encoder)
         retriever = cls(encoder, tokenizer, passage_encoder=passage_encoder, name=_display_name(path), **settings)
         if device is not None:
@@ -345,16 +345,9 @@ class Retriever(torch.nn.Module):
         return emb
 
     def passage_texts(self, passages: Iterable[Any]) -> list[str]:
-        """The strings embedded for passages (objects with .title/.text, dicts, or strings)."""
-        out = []
-        for p in passages:
-            if isinstance(p, str):
-                out.append(p)
-            elif isinstance(p, dict):
-                out.append(passage_text(_Obj(p.get("title", ""), p["text"]), self.with_title))
-            else:
-                out.append(passage_text(p, self.with_title))
-        return out
+        """The strings embedded for passages (anything :func:`~atlas_kit.passages.passage_fields`
+        reads: Passage, hit, dict with ``"text"``, or a string, which is embedded as it is)."""
+        return [p if isinstance(p, str) else passage_text(p, self.with_title) for p in passages]
 
     def tokenize(self, texts: Sequence[str], side: str = "query") -> dict[str, torch.Tensor]:
         max_length = self.query_maxlength if side == "query" else self.passage_maxlength
@@ -474,13 +467,6 @@ class Retriever(torch.nn.Module):
         return self.embed_queries(queries)
 
 
-class _Obj:
-    __slots__ = ("title", "text")
-
-    def __init__(self, title: str, text: str) -> None:
-        self.title, self.text = title, text
-
-
 def _display_name(path: str) -> str:
     try:
         if Path(path).resolve() == Path(default_retriever_path()).resolve():
@@ -511,28 +497,30 @@ def _write_sentence_transformers_layout(folder: Path, transformer_path: str, dim
                       {"prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine" if normalize else "dot"})
 
 
-def _read_sentence_transformers_layout(folder: Path) -> dict[str, Any]:
-    """Pooling, normalisation, max length and encoder path from a sentence-transformers folder."""
-    modules = read_json(folder / "modules.json")
-    settings: dict[str, Any] = {"encoder_path": str(folder), "normalize": False, "pooling": "mean"}
-    for module in modules:
-        kind = module.get("type", "")
-        sub = folder / module.get("path", "")
-        if kind.endswith("models.Transformer"):
-            settings["encoder_path"] = str(sub)
-            cfg_file = sub / "sentence_bert_config.json"
-            if cfg_file.is_file():
-                settings["passage_maxlength"] = int(read_json(cfg_file).get("max_seq_length", 256))
-        elif kind.endswith("models.Pooling"):
-            cfg_file = sub / "config.json"
-            if cfg_file.is_file():
-                pcfg = read_json(cfg_file)
-                if pcfg.get("pooling_mode_cls_token"):
-                    settings["pooling"] = "cls"
-                elif pcfg.get("pooling_mode_mean_tokens", True):
-                    settings["pooling"] = "mean"
-                else:
-                    raise ValueError(f"{cfg_file}: unsupported pooling mode (only mean and cls)")
-        elif kind.endswith("models.Normalize"):
+def _load_sentence_transformers_folder(folder: Path) -> tuple[PreTrainedModel, Any, dict[str, Any]]:
+    """(encoder, tokenizer, settings) of a sentence-transformers folder, read by sentence-transformers
+    itself (``SentenceTransformer(folder)``): the Transformer module's HF model, tokenizer and max
+    length, the Pooling module's mode, and whether a Normalize module follows. Modules past those
+    (e.g. ``Dense``) are not applied by this retriever: a warning says so."""
+    from sentence_transformers import SentenceTransformer, models
+
+    st = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+    encoder = tokenizer = None
+    settings: dict[str, Any] = {"normalize": False, "pooling": "mean"}
+    for module in st:
+        if isinstance(module, models.Transformer):
+            encoder, tokenizer = module.auto_model, module.tokenizer
+            settings["passage_maxlength"] = int(module.max_seq_length)
+        elif isinstance(module, models.Pooling):
+            mode = module.get_config_dict().get("pooling_mode", "mean")
+            if mode not in ("mean", "cls"):
+                raise ValueError(f"{folder}: unsupported pooling mode {mode!r} (only mean and cls)")
+            settings["pooling"] = mode
+        elif isinstance(module, models.Normalize):
             settings["normalize"] = True
-    return settings
+        else:
+            log.warning("%s: sentence-transformers module %s is not applied by atlas_kit's Retriever",
+                        folder, type(module).__name__)
+    if encoder is None:
+        raise ValueError(f"{folder}: modules.json lists no Transformer module")
+    return encoder, tokenizer, settings

@@ -9,7 +9,7 @@ import pytest
 
 from atlas_kit.index.base import Hit
 from atlas_kit.kilt_submission import provenance_entries, submission_record, submission_records, write_kilt_submission
-from atlas_kit.provenance import evaluate_kilt_files
+from atlas_kit.kilt_submission import evaluate_kilt_files
 from atlas_kit.tasks.kilt import load_kilt
 from atlas_kit.tasks.qa import QAExample
 from tests.conftest import shared_data

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import datasets
 import pytest
 
-import atlas_kit.passages as passages_mod
+import atlas_kit.passages.arrow as passages_arrow
 from atlas_kit.passages import Passage, Passages, load_passages, passage_text
 from tests.conftest import shared_data
 
@@ -115,7 +115,7 @@ def test_arrow_folder_from_plain_hf_dataset(tmp_path):
 
 
 def test_streams_in_chunks(tmp_path, monkeypatch):
-    monkeypatch.setattr(passages_mod, "_CHUNK", 3)
+    monkeypatch.setattr(passages_arrow, "_CHUNK", 3)
     f = jsonl(tmp_path / "c.jsonl", [{"id": i, "text": f"t{i}"} for i in range(10)])
     ps = load_passages(f)
     assert ps.ids == [str(i) for i in range(10)] and ps[7].text == "t7"
@@ -300,3 +300,28 @@ def test_real_dpr_wiki_sample():
     assert first.id == "0" and first.title == "Evan Morris"
     assert first.text.startswith("Evan Morris") and "\n" not in first.title
     assert all(p.title and not p.title.startswith('"') and p.text for p in ps)
+
+
+def test_appends_share_the_store_and_old_collections_stay_valid(toy_passages):
+    more = Passages.from_records([{"id": f"n{i}", "text": f"new {i}"} for i in range(3)])
+    grown = toy_passages.concat(more)
+    assert len(toy_passages) == 6 and "n0" not in toy_passages and toy_passages.ids == [f"p{i}" for i in range(6)]
+    assert grown.ids == [*toy_passages.ids, "n0", "n1", "n2"] and grown.position("n2") == 8
+    assert list(toy_passages.id_array()) == list(toy_passages.ids)
+    # a second branch from the same parent is copied, and neither branch sees the other's passages
+    other = toy_passages.concat(Passages.from_records([{"id": "x", "text": "x"}]))
+    assert other.ids[-1] == "x" and "x" not in grown and "n0" not in other
+    assert [p.id for p in grown.take([8, 0, 6])] == ["n2", "p0", "n0"] and grown.checksum() == Passages.from_records(list(grown)).checksum()
+
+
+def test_removal_marks_rows_and_positions_skip_them(toy_passages):
+    rest = toy_passages.remove(["p1", "p4"])
+    assert rest.ids == ["p0", "p2", "p3", "p5"] and len(rest) == 4 and "p1" not in rest and "p1" in toy_passages
+    assert rest.position("p5") == 3 and rest[1].id == "p2" and [p.id for p in rest.take([3, 0])] == ["p5", "p0"]
+    assert list(rest.id_array()) == ["p0", "p2", "p3", "p5"] and [p.id for p in rest] == list(rest.ids)
+    assert rest.dataset.num_rows == 4 and rest.compacted().ids == rest.ids
+    back = rest.concat(Passages.from_records([{"id": "p1", "text": "again"}]))  # a removed id returns
+    assert back.ids == ["p0", "p2", "p3", "p5", "p1"] and back.get("p1").text == "again"
+    assert pickle.loads(pickle.dumps(rest)).ids == rest.ids
+    with pytest.raises(KeyError, match="p1"):
+        rest.remove(["p1"])

@@ -12,11 +12,11 @@ import random
 import pytest
 
 from atlas_kit.index.base import Hit
+from atlas_kit.kilt_submission import evaluate_kilt_files
 from atlas_kit.provenance import (
     Page,
     align_pages,
     as_page,
-    evaluate_kilt_files,
     kilt_f1,
     kilt_scores,
     normalize_title,

@@ -112,14 +112,24 @@ class Hits(Sequence):
         return self._cache
 
     @property
+    def store(self) -> Passages | None:
+        """The passage store ``positions`` point into; ``None`` when the hits carry their own
+        passages (:meth:`from_hits`, e.g. Elasticsearch or fused results)."""
+        if self._passages is None or (len(self.positions) and int(np.min(self.positions)) < 0):
+            return None
+        return self._passages
+
+    @property
+    def loaded(self) -> list[Hit] | None:
+        """The :class:`Hit` objects if they were already read (or given), else ``None``: reading
+        them costs a passage-store gather, which callers that only need some of them avoid."""
+        return self._cache
+
+    @property
     def ids(self) -> list[str]:
         if self._cache is None and self._passages is not None:
-            # one vectorised gather from an object array cached on the (immutable) passage store
-            arr = getattr(self._passages, "_id_array", None)
-            if arr is None:
-                arr = np.asarray(self._passages.ids, dtype=object)
-                self._passages._id_array = arr
-            return arr[self.positions].tolist()
+            # one vectorised gather from the store's (cached, append-only) id array
+            return self._passages.id_array()[self.positions].tolist()
         return [h.id for h in self._materialize()]
 
     def truncate(self, k: int) -> "Hits":

@@ -26,6 +26,7 @@ import bm25s
 import numpy as np
 
 from atlas_kit.index.base import FORMAT_VERSION, MANIFEST, Hits, Index, bumped, now_iso, read_manifest, verify_loaded
+from atlas_kit.index.registry import register
 from atlas_kit.passages import Passages, load_passages
 from atlas_kit.storage import atomic_dir, atomic_write_json
 
@@ -68,6 +69,7 @@ def _check_stopwords(stopwords: str | Sequence[str] | None) -> str | list[str] |
     return [str(w) for w in stopwords]
 
 
+@register
 class BM25Index(Index):
     """BM25 over ``passage_text(p)`` ("title text") of every passage, using bm25s.
 

@@ -7,6 +7,18 @@ Folder layout::
     embeddings.npy    the passage vectors (float16 by default; loaded with mmap) - kept so the index can be
                       rebuilt, updated or re-ranked without re-encoding the corpus
     index.faiss       the FAISS index (labels = passage positions)
+
+Two things differ from a plain FAISS index on purpose:
+
+* **Exact re-ranking of lossy codes** (``refine``): an index whose codes lose precision (PQ, SQ, ...)
+  fetches ``refine`` x k candidates and orders them by exact scores over the stored embeddings
+  (what FAISS's ``IndexRefineFlat`` does, but without a second float copy of every vector inside
+  the FAISS file: the folder already keeps ``embeddings.npy``). On by default (x4) when the index
+  is lossy and embeddings are stored.
+* **Removals mark, they do not rewrite**: removed rows stay in the FAISS index as tombstones
+  (:class:`~atlas_kit.passages.tombstones.Tombstones`), searches fetch past them and drop them, and
+  the index is compacted on save or once tombstones exceed ``compact_at`` (default 1/1000 of the
+  index, at least 64 and at most 1024), so a removal costs O(removed) between compactions.
 """
 from __future__ import annotations
 
@@ -21,7 +33,6 @@ from typing import Any
 import faiss
 import fasteners
 import numpy as np
-from faiss.contrib.exhaustive_search import knn_ground_truth
 from tqdm.auto import tqdm
 
 from atlas_kit.index.base import (
@@ -35,21 +46,27 @@ from atlas_kit.index.base import (
     read_manifest,
     verify_loaded,
 )
+from atlas_kit.index.faiss_snapshot import FaissSnapshot, is_flat, is_lossy
+from atlas_kit.index.faiss_tuning import search_knob, tune_knob
+from atlas_kit.index.registry import register
 from atlas_kit.passages import Passages, load_passages
+from atlas_kit.passages.tombstones import Tombstones
 from atlas_kit.storage import atomic_dir, atomic_write_json
 
-__all__ = ["FaissIndex"]
+__all__ = ["FaissIndex", "FaissSnapshot"]
 
 log = logging.getLogger(__name__)
 
 METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
 DEFAULT_TARGET_RECALL = 0.95  # of exact top-k neighbours, for the search knob chosen at build time
+DEFAULT_REFINE = 4  # candidates per result re-scored exactly, for indexes with lossy codes
 
 
 def _gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
+@register
 class FaissIndex(Index):
     """Dense retrieval over a FAISS index built from a :class:`~atlas_kit.Retriever`.
 
@@ -70,15 +87,16 @@ class FaissIndex(Index):
     ) -> None:
         if index.ntotal != len(passages):
             raise ValueError(f"FAISS index holds {index.ntotal} vectors but there are {len(passages)} passages")
-        # (index, passages, embeddings), replaced as a whole under the write lock. The FAISS index
-        # inside is changed in place (no copy per update), so a search holds the read lock while it
-        # runs and takes the passages of the same moment: it sees the state before or after an
-        # update, never one half-applied. Passages and embeddings of an older snapshot stay valid.
-        self._state: tuple[faiss.Index, Passages, np.ndarray | None] = (index, passages, embeddings)
-        self.manifest = manifest
+        # The state, replaced as a whole under the write lock. The FAISS index inside is changed in
+        # place (no copy per update), so a search holds the read lock while it runs and takes the
+        # passages of the same moment: it sees the state before or after an update, never one
+        # half-applied. Passages and embeddings of an older snapshot stay valid.
+        self._snap = FaissSnapshot(index, passages, embeddings, Tombstones())
+        self._manifest = manifest
+        self._checksum_pending = False  # a removal left the corpus checksum to be recomputed
         self._gpu_index = None
         self._gpu_source = None
-        self._update_lock = threading.Lock()  # one writer at a time (encoding runs outside the RW lock)
+        self._update_lock = threading.RLock()  # one writer at a time (encoding runs outside the RW lock)
         self._rw = fasteners.ReaderWriterLock()
         self._emb_buffer: np.ndarray | None = None  # spare capacity behind the embeddings, for appends
         self._checksum_state: Any = None  # running SHA-256 of the passages (Passages.checksum_state)
@@ -86,16 +104,56 @@ class FaissIndex(Index):
         self.path: str | None = None
 
     @property
+    def manifest(self) -> dict[str, Any]:
+        """The manifest; after a removal its corpus checksum is recomputed here, on first read."""
+        if self._checksum_pending:
+            with self._update_lock:
+                if self._checksum_pending:
+                    state = self._snap.passages.checksum_state()
+                    self._manifest = {**self._manifest, "corpus_checksum": state.hexdigest()}
+                    self._checksum_state = state
+                    self._checksum_pending = False
+        return self._manifest
+
+    @manifest.setter
+    def manifest(self, value: dict[str, Any]) -> None:
+        self._manifest = value
+
+    def snapshot(self) -> FaissSnapshot:
+        """The current consistent state (index, passages, stored embeddings, tombstones)."""
+        return self._snap
+
+    @property
     def index(self) -> faiss.Index:
-        return self._state[0]
+        """The FAISS index (while removals await compaction it still holds the removed rows)."""
+        return self._snap.index
 
     @property
     def passages(self) -> Passages:
-        return self._state[1]
+        return self._snap.passages
 
     @property
     def embeddings(self) -> np.ndarray | None:
-        return self._state[2]
+        """The stored vectors of the live passages, row i = passage i (a copy while removals await
+        compaction; otherwise the stored, possibly memory-mapped, array itself)."""
+        snap = self._snap
+        if snap.embeddings is None or not snap.dead:
+            return snap.embeddings
+        return np.asarray(snap.embeddings)[snap.dead.live_positions(len(snap.embeddings))]
+
+    def stored_vectors(self, positions: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Float32 vectors of the passages at ``positions`` (see :meth:`FaissSnapshot.vectors`)."""
+        return self._snap.vectors(positions)
+
+    @property
+    def refine(self) -> int:
+        """Candidates per result re-scored exactly over the stored embeddings (1 = off)."""
+        return int(self._manifest.get("refine", 1)) if self._snap.embeddings is not None else 1
+
+    @property
+    def compact_at(self) -> int:
+        """Tombstones that trigger a compaction of the FAISS index and passages."""
+        return int(self._manifest.get("compact_at") or min(1024, max(64, self._snap.index.ntotal // 1000)))
 
     @property
     def memory_mapped(self) -> bool:
@@ -119,6 +177,7 @@ class FaissIndex(Index):
         show_progress: bool | None = None,
         seed: int = 0,
         target_recall: float | None = DEFAULT_TARGET_RECALL,
+        refine: int | None = None,
     ) -> "FaissIndex":
         """Encode ``passages`` with the retriever's passage encoder and index them.
 
@@ -126,6 +185,7 @@ class FaissIndex(Index):
         "PQ48", "HNSW32", "OPQ16,IVF256,PQ16", ...). Trainable indexes are trained on a seeded
         sample of ``train_size`` vectors (default: all, capped at 256 x the number of centroids).
         An IVF or HNSW index is then tuned to ``target_recall`` (see :meth:`tune`; ``None`` skips it).
+        ``refine``: see :meth:`from_embeddings`.
         """
         if not isinstance(passages, Passages):
             passages = load_passages(passages)
@@ -142,6 +202,7 @@ class FaissIndex(Index):
             embeddings_dtype=embeddings_dtype,
             seed=seed,
             target_recall=target_recall,
+            refine=refine,
         )
         index.manifest["build"]["encode_seconds"] = round(encode_s, 3)
         return index
@@ -158,9 +219,15 @@ class FaissIndex(Index):
         embeddings_dtype: str = "float16",
         seed: int = 0,
         target_recall: float | None = DEFAULT_TARGET_RECALL,
+        refine: int | None = None,
     ) -> "FaissIndex":
         """Index precomputed passage vectors (row i belongs to ``passages[i]``); an IVF or HNSW
-        index is tuned to ``target_recall`` (see :meth:`tune`; ``None`` skips it)."""
+        index is tuned to ``target_recall`` (see :meth:`tune`; ``None`` skips it).
+
+        ``refine``: fetch ``refine`` x k candidates and order them by exact scores over the stored
+        embeddings. ``None`` (default): 4 when the index's codes are lossy (PQ, SQ, ...), else 1
+        (off); it is recorded in the manifest and can be changed with :meth:`set_refine`.
+        """
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
         if embeddings_dtype not in ("float16", "float32"):
@@ -170,6 +237,8 @@ class FaissIndex(Index):
         if embeddings.ndim != 2 or len(embeddings) != len(passages):
             raise ValueError(f"embeddings must be [{len(passages)}, dim], got {embeddings.shape}")
         dim = int(embeddings.shape[1])
+        if refine is not None and (not isinstance(refine, int) or refine < 1):
+            raise ValueError(f"refine must be a positive integer (1 = off), got {refine!r}")
         t0 = time.perf_counter()
         checksum_state = passages.checksum_state()
         index = faiss.index_factory(dim, factory, METRICS[metric])
@@ -187,6 +256,7 @@ class FaissIndex(Index):
             "retriever": retriever_identity or {},
             "corpus_checksum": checksum_state.hexdigest(),
             "embeddings_dtype": embeddings_dtype,
+            "refine": refine if refine is not None else (DEFAULT_REFINE if is_lossy(index) else 1),
             "created": now_iso(),
             "build": {"index_seconds": round(time.perf_counter() - t0, 3)},
         }
@@ -194,20 +264,24 @@ class FaissIndex(Index):
             embeddings = embeddings.astype(embeddings_dtype, copy=False)
         built = cls(index, passages, embeddings, manifest)
         built._checksum_state = checksum_state
-        if target_recall is not None and _knob(index) is not None:
+        if target_recall is not None and search_knob(index) is not None:
             built.tune(target_recall, seed=seed)
         return built
 
     # ------------------------------------------------------------------ persistence
     def save(self, folder: str | os.PathLike) -> None:
         """Write the index folder to a temporary sibling and publish it with an atomic rename."""
+        with self._update_lock:
+            if self._snap.dead:
+                self.compact()
+            manifest = self.manifest  # with the corpus checksum brought up to date
         with atomic_dir(folder) as tmp, self._rw.read_lock():
-            index, passages, embeddings = self._state
+            index, passages, embeddings, _ = self._snap.index, self._snap.passages, self._snap.embeddings, None
             passages.save(tmp / "passages")
             if embeddings is not None:
                 _save_array(tmp / "embeddings.npy", embeddings, self.manifest.get("embeddings_dtype", "float16"))
             faiss.write_index(index, str(tmp / "index.faiss"))
-            atomic_write_json(tmp / MANIFEST, self.manifest)
+            atomic_write_json(tmp / MANIFEST, manifest)
         self.path = str(folder)
 
     @classmethod
@@ -243,9 +317,6 @@ class FaissIndex(Index):
         return loaded
 
     # ------------------------------------------------------------------ search
-    def __len__(self) -> int:
-        return int(self.index.ntotal)
-
     @property
     def dim(self) -> int:
         return int(self.index.d)
@@ -260,6 +331,13 @@ class FaissIndex(Index):
             ps.set_index_parameter(self.index, name, value)
             self.manifest.setdefault("search_params", {})[name] = value
 
+    def set_refine(self, refine: int) -> None:
+        """Re-rank ``refine`` x k candidates by exact scores over the stored embeddings (1 = off);
+        recorded in the manifest."""
+        if not isinstance(refine, int) or refine < 1:
+            raise ValueError(f"refine must be a positive integer (1 = off), got {refine!r}")
+        self.manifest = {**self._manifest, "refine": refine}
+
     def _apply_search_params(self) -> None:
         """Tuned values first, then the explicit ones (which therefore win)."""
         params = {**(self.manifest.get("tuned") or {}).get("params", {}), **self.manifest.get("search_params", {})}
@@ -268,59 +346,44 @@ class FaissIndex(Index):
             ps.set_index_parameter(self.index, name, value)
 
     def tune(self, target_recall: float = DEFAULT_TARGET_RECALL, k: int = 20, queries: int = 500,
-             seed: int = 0) -> dict[str, Any]:
+             seed: int = 0, query_vectors: np.ndarray | None = None) -> dict[str, Any]:
         """Choose the smallest ``nprobe`` (IVF) or ``efSearch`` (HNSW) whose top-``k`` recovers
         ``target_recall`` of exact (Flat) top-``k`` neighbours; store it in the manifest and use it.
 
-        The queries are a seeded sample of ``queries`` stored passage vectors, each searched
-        leave-one-out (its own passage is dropped from both result lists, so it acts as a held-out
-        vector). The exact neighbours come from a chunked brute-force pass over the stored
-        embeddings (``faiss.contrib.exhaustive_search.knn_ground_truth``). Where FAISS's
-        ``ParameterSpace.explore`` picks operating points by measured speed, this scans one knob in
-        increasing order and keeps the first value that reaches the target: deterministic, so a
-        rebuild gets the same setting. If recall levels off below the target (the codes themselves
-        lose too much, e.g. coarse PQ), the start of the plateau is kept and a warning logged. Parameters set explicitly with
+        How (leave-one-out queries from the stored vectors, exact neighbours by brute force, a
+        deterministic scan, plateau handling): :mod:`atlas_kit.index.faiss_tuning`. Searches are
+        made without exact re-ranking when the queries are held-out passage vectors (they would
+        saturate too early, see the comment below) and as :meth:`search` makes them when
+        ``query_vectors`` (a sample of real query embeddings, e.g. questions) are given - the
+        recommended way for a refined PQ index. Parameters set explicitly with
         :meth:`set_search_params` still win. Returns the manifest's ``tuned`` record.
         """
         if not 0 < target_recall <= 1:
             raise ValueError(f"target_recall must be in (0, 1], got {target_recall}")
-        index, _, emb = self._state
-        knob = _knob(index)
-        if knob is None:
+        with self._update_lock:
+            if self._snap.dead:
+                self.compact()
+        snap = self._snap
+        if search_knob(snap.index) is None:
             raise ValueError(f"a {self.manifest.get('factory')!r} index has no search knob to tune (only IVF and HNSW do)")
-        if emb is None:
+        if snap.embeddings is None:
             raise ValueError("tuning needs the stored embeddings: load the index with load_embeddings=True")
-        n = len(emb)
-        k = min(k, n - 1)
-        if k < 1:
-            raise ValueError("tuning needs at least two passages")
-        rng = np.random.default_rng(seed)
-        pos = np.sort(rng.choice(n, min(queries, n), replace=False))
-        xq = np.ascontiguousarray(np.asarray(emb[pos]), dtype=np.float32)
-        metric = METRICS[self.manifest.get("metric", "ip")]
-        chunks = (np.ascontiguousarray(emb[i : i + 65_536], dtype=np.float32) for i in range(0, n, 65_536))
-        _, gt = knn_ground_truth(xq, chunks, k + 1, metric_type=metric)
-        truth = _drop_self(gt, pos, k)
         ps = faiss.ParameterSpace()
-        seen: list[tuple[int, float]] = []
-        for value in _knob_values(index, knob, k):
+        # Held-out passage vectors are easier queries than questions (they sit inside the clusters
+        # the IVF lists were trained on): re-ranked, their recall saturates at fewer probes than
+        # questions need (SQuAD-open, IVF32,PQ48: nprobe=2 with re-ranking -> R@20 -11.2 vs Flat).
+        # So with them the codes' own ranking is tuned (refine off: nprobe=8 there, -2.95 with
+        # re-ranking on top); given real query vectors, the search is tuned as it runs.
+        refine = self.refine if query_vectors is not None else 1
+        metric = self._manifest.get("metric", "ip")
+
+        def search_at(value: int, xq: np.ndarray, kk: int) -> np.ndarray:
             with self._rw.read_lock():
-                ps.set_index_parameter(index, knob, value)
-                _, found = index.search(xq, k + 1)
-            got = _drop_self(found, pos, k)
-            seen.append((value, float(np.mean([len(set(a) & set(b)) / k for a, b in zip(got, truth)]))))
-            log.info("tune: %s=%d -> recall@%d %.3f", knob, value, k, seen[-1][1])
-            plateau = len(seen) >= 3 and seen[-1][1] - seen[-3][1] < 1e-3
-            if seen[-1][1] >= target_recall or plateau:
-                break
-        value, recall = seen[-1]
-        if recall < target_recall:
-            best = max(r for _, r in seen)
-            value, recall = next((v, r) for v, r in seen if r >= best - 5e-3)  # the plateau's start
-            log.warning("tune: recall@%d of exact search stops at %.3f (%s=%d), below the target %.3f: "
-                        "the index's codes lose more than that", k, recall, knob, value, target_recall)
-        tuned = {"params": {knob: int(value)}, "target_recall": target_recall, "recall": round(recall, 4),
-                 "k": k, "queries": len(pos), "seed": seed}
+                ps.set_index_parameter(snap.index, search_knob(snap.index), value)
+                return snap.search(xq, kk, refine=refine, metric=metric)[1]
+
+        tuned = tune_knob(snap.index, snap.embeddings, search_at, METRICS[self.manifest.get("metric", "ip")],
+                          target_recall, k=k, queries=queries, seed=seed, query_vectors=query_vectors)
         self.manifest = {**self.manifest, "tuned": tuned}
         self._apply_search_params()
         return tuned
@@ -335,17 +398,19 @@ class FaissIndex(Index):
         return True
 
     def search_vectors(self, query_embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Raw FAISS search: (scores [n, k], positions [n, k]); position -1 means no result."""
+        """Vector search: (scores [n, k], passage positions [n, k]); position -1 means no result.
+        Refined and with removed passages dropped, as :meth:`search`."""
         with self._rw.read_lock():
-            return self._search(self.index, query_embeddings, k)
+            return self._search(self._snap, query_embeddings, k)
 
-    def _search(self, index: faiss.Index, query_embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _search(self, snap: FaissSnapshot, query_embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS search of ``snap`` (the caller holds the read lock), refined over the stored
+        embeddings when ``refine`` > 1, tombstoned rows dropped, labels as live positions."""
         q = np.ascontiguousarray(query_embeddings, dtype=np.float32)
-        if q.ndim != 2 or q.shape[1] != index.d:
-            raise ValueError(f"query embeddings must be [n, {index.d}], got {q.shape}")
-        if self._gpu_index is not None and index is self._gpu_source:
-            index = self._gpu_index
-        return index.search(q, k)
+        if q.ndim != 2 or q.shape[1] != snap.index.d:
+            raise ValueError(f"query embeddings must be [n, {snap.index.d}], got {q.shape}")
+        gpu = self._gpu_index if self._gpu_index is not None and snap.index is self._gpu_source else None
+        return snap.search(q, k, refine=self.refine, metric=self._manifest.get("metric", "ip"), index=gpu)
 
     # ------------------------------------------------------------------ incremental updates
     def add(self, passages: Passages | str | os.PathLike, retriever: Any = None,
@@ -369,17 +434,20 @@ class FaissIndex(Index):
         if embeddings.shape != (len(passages), self.dim):
             raise ValueError(f"embeddings must be [{len(passages)}, {self.dim}], got {embeddings.shape}")
         with self._update_lock:
-            index, old_passages, old_emb = self._state
-            merged = old_passages.concat(passages)  # raises on duplicate ids before anything changes
+            snap = self._snap
+            index, old_emb = snap.index, snap.embeddings
+            merged = snap.passages.concat(passages)  # raises on duplicate ids before anything changes
             new_emb = None if old_emb is None else self._grown(old_emb, embeddings)
-            if self._checksum_state is None:
-                self._checksum_state = old_passages.checksum_state()  # once after load; then per append
-            checksum_state = passages.checksum_state(self._checksum_state)
+            checksum_state = None
+            if not self._checksum_pending:
+                if self._checksum_state is None:
+                    self._checksum_state = snap.passages.checksum_state()  # once after load; then per append
+                checksum_state = passages.checksum_state(self._checksum_state)
             if self._mapped:  # FAISS aborts on writes to a view: copy it into memory first
                 index = faiss.deserialize_index(faiss.serialize_index(index))
             with self._rw.write_lock():
                 _add(index, embeddings)
-                self._commit((index, merged, new_emb), "add", len(passages), checksum_state)
+                self._commit(FaissSnapshot(index, merged, new_emb, snap.dead), "add", len(passages), checksum_state)
         return self
 
     def _grown(self, old: np.ndarray, new: np.ndarray) -> np.ndarray:
@@ -400,91 +468,98 @@ class FaissIndex(Index):
     def remove(self, ids: Sequence[str]) -> "FaissIndex":
         """Remove passages by id; the others keep their ids (positions shift down, in order).
 
-        Flat indexes delete in place (``remove_ids``, exact; it moves the vectors after the first
-        removed one, so its cost grows with the index). Other index types are rebuilt from the
+        The rows are marked removed (tombstones) in the FAISS index and the passages, which costs
+        O(removed): searches skip them at once. They are dropped for good by :meth:`compact`, which
+        runs on :meth:`save` and whenever the tombstones exceed :attr:`compact_at`. The corpus
+        checksum in the manifest is recomputed when the manifest is next read.
+        """
+        with self._update_lock:
+            snap = self._snap
+            live = sorted({snap.passages.position(pid) for pid in ids})  # KeyError names an unknown id
+            if not live:
+                return self
+            if snap.embeddings is None and not is_flat(snap.index):
+                raise ValueError("this index was loaded without embeddings; cannot rebuild it after removal")
+            kept = snap.passages.remove([snap.passages.ids[p] for p in live])
+            dead = snap.dead.with_removed(snap.dead.to_stored(np.asarray(live)))
+            with self._rw.write_lock():
+                self._commit(FaissSnapshot(snap.index, kept, snap.embeddings, dead), "remove", len(live), None)
+            if len(dead) > self.compact_at:
+                self.compact()
+        return self
+
+    def compact(self) -> "FaissIndex":
+        """Drop the rows removed since the last compaction from the FAISS index, the stored
+        embeddings and the passages (O(index)). Searches go on meanwhile, except during a Flat
+        index's in-place ``remove_ids``.
+
+        Flat indexes delete in place (``remove_ids``, exact). Other index types are rebuilt from the
         stored embeddings with their trained quantizers (``reset`` + ``add`` on a copy): no
         re-encoding and no re-training, at the cost of one pass of ``add`` over the remaining vectors.
         """
         with self._update_lock:
-            index, passages, emb = self._state
-            drop = sorted({passages.position(pid) for pid in ids})  # KeyError names an unknown id
-            if not drop:
+            snap = self._snap
+            if not snap.dead:
                 return self
-            keep_mask = np.ones(len(passages), dtype=bool)
-            keep_mask[drop] = False
-            keep = np.flatnonzero(keep_mask)
-            kept = passages.select(keep.tolist())
+            index, emb = snap.index, snap.embeddings
+            n_stored = int(index.ntotal)
+            keep = snap.dead.live_positions(n_stored)
             new_emb = None if emb is None else np.asarray(emb)[keep]
-            checksum_state = kept.checksum_state()
-            flat = isinstance(faiss.downcast_index(index), faiss.IndexFlat)
+            passages = snap.passages.compacted()
+            flat = is_flat(index)
             if self._mapped:
                 index = faiss.deserialize_index(faiss.serialize_index(index))
             elif not flat:
                 index = faiss.clone_index(index)  # rebuilt aside, so searches go on meanwhile
             if not flat:
-                if emb is None:
-                    raise ValueError("this index was loaded without embeddings; cannot rebuild it after removal")
                 index.reset()
                 _add(index, new_emb)
             with self._rw.write_lock():
                 if flat:
-                    index.remove_ids(np.asarray(drop, dtype=np.int64))
+                    index.remove_ids(np.ascontiguousarray(snap.dead.dead, dtype=np.int64))
                 self._emb_buffer = None
-                self._commit((index, kept, new_emb), "remove", len(drop), checksum_state)
+                self._snap = FaissSnapshot(index, passages, new_emb, Tombstones())
+                self._mapped = False
+                self._gpu_index = None
+            log.info("compacted the FAISS index: %d removed rows dropped, %d remain", len(snap.dead), len(keep))
         return self
 
-    def _commit(self, state: tuple[faiss.Index, Passages, np.ndarray | None], change: str, n: int,
-                checksum_state: Any) -> None:
-        """Publish a new state (the caller holds the write lock)."""
-        self.manifest = bumped(self.manifest, change, n, count=len(state[1]), corpus_checksum=checksum_state.hexdigest())
-        self._state = state
+    def _commit(self, snap: FaissSnapshot, change: str, n: int, checksum_state: Any) -> None:
+        """Publish a new state (the caller holds the write lock). ``checksum_state`` ``None``:
+        the corpus checksum is recomputed when the manifest is next read."""
+        if checksum_state is None:
+            self._manifest = bumped(self._manifest, change, n, count=len(snap.passages))
+            self._checksum_pending = True
+        else:
+            self._manifest = bumped(self._manifest, change, n, count=len(snap.passages),
+                                    corpus_checksum=checksum_state.hexdigest())
+        if snap.index is not self._snap.index:
+            self._mapped = False  # an add to a memory-mapped index copied it into memory
+        self._snap = snap
         self._checksum_state = checksum_state
-        self._mapped = False
         self._gpu_index = None
 
     def search(self, queries: Sequence[str], k: int, query_embeddings: np.ndarray | None = None) -> list[Hits]:
         if query_embeddings is None:
             raise ValueError("FaissIndex.search needs query_embeddings (use Atlas.retrieve, which computes them)")
         with self._rw.read_lock():
-            index, passages, _ = self._state
-            scores, positions = self._search(index, query_embeddings, k)
+            snap = self._snap
+            scores, positions = self._search(snap, query_embeddings, k)
+        passages = snap.passages
         if positions.size and positions[:, -1].min() < 0:  # some queries got fewer than k results
             keep = positions >= 0
             return [Hits(passages, p[m], s[m]) for p, s, m in zip(positions, scores, keep)]
         return [Hits(passages, p, s) for p, s in zip(positions, scores)]
 
+    def __len__(self) -> int:
+        return len(self._snap.passages)
+
     def info(self) -> dict[str, Any]:
         info = dict(self.manifest)
         info["ntotal"] = len(self)
+        info["tombstones"] = len(self._snap.dead)
         info["memory_bytes"] = _index_bytes(self.index)
         return info
-
-
-def _knob(index: faiss.Index) -> str | None:
-    """The query-time knob that trades speed for recall: ``nprobe`` (IVF), ``efSearch`` (HNSW)."""
-    if faiss.try_extract_index_ivf(index) is not None:
-        return "nprobe"
-    if isinstance(faiss.downcast_index(_inner(index)), faiss.IndexHNSW):
-        return "efSearch"
-    return None
-
-
-def _inner(index: faiss.Index) -> faiss.Index:
-    """The index below any pre-transform (OPQ, PCA...) wrapper."""
-    index = faiss.downcast_index(index)
-    return faiss.downcast_index(index.index) if isinstance(index, faiss.IndexPreTransform) else index
-
-
-def _knob_values(index: faiss.Index, knob: str, k: int) -> list[int]:
-    if knob == "nprobe":
-        nlist = faiss.try_extract_index_ivf(index).nlist
-        return sorted({min(2**i, nlist) for i in range(int(np.ceil(np.log2(nlist))) + 1)})
-    return [v for v in (16, 32, 64, 128, 256, 512, 1024, 2048) if v >= k] or [k]
-
-
-def _drop_self(found: np.ndarray, pos: np.ndarray, k: int) -> list[np.ndarray]:
-    """Per query, the first ``k`` results other than the query's own position (and padding)."""
-    return [row[(row != p) & (row >= 0)][:k] for row, p in zip(found, pos)]
 
 
 def _default_train_size(index: faiss.Index, n: int) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from atlas_kit.index.base import Index, IndexChangedError, folder_origin, read_manifest
+from atlas_kit.index.registry import load_index
 from atlas_kit.storage import atomic_write_text, is_temporary, recover_dir, temporary_target
 
 __all__ = ["IndexStore", "resolve_index_path", "parse_ref", "store_root"]
@@ -151,8 +152,6 @@ class IndexStore:
         """Open NAME[@VERSION]. A load that raced a re-save of the same folder
         (:class:`~atlas_kit.index.base.IndexChangedError`, or any error while the folder was
         being replaced) is retried a few times."""
-        from atlas_kit.index import load_index
-
         for attempt in range(_LOAD_ATTEMPTS):
             folder = self.path(ref)
             before = folder_origin(folder)

@@ -21,14 +21,6 @@ from atlas_kit.passages import Passages
 __all__ = ["Reranker", "CandidateSet", "gather_candidates", "reorder"]
 
 
-def _store(hits: Hits) -> Passages | None:
-    """The passage store a Hits' positions point into (``None`` for ``Hits.from_hits``)."""
-    store = getattr(hits, "_passages", None)
-    if store is None or (len(hits.positions) and int(np.min(hits.positions)) < 0):
-        return None
-    return store
-
-
 @dataclass
 class CandidateSet:
     """The de-duplicated candidates of a batch of questions.
@@ -75,7 +67,7 @@ def gather_candidates(hits: Sequence[Hits]) -> CandidateSet:
     hit_objs: list[Hit | None] = []
     slots: list[np.ndarray] = []
     for h in hits:
-        store = _store(h)
+        store = h.store
         ids = h.ids
         objs = None if store is not None else list(h)
         pos = h.positions.tolist() if store is not None else None
@@ -109,8 +101,8 @@ def reorder(hits: Hits, scores: np.ndarray, k: int | None) -> Hits:
     if k is not None:
         order = order[:k]
     new_scores = scores[order]
-    store = _store(hits)
-    cache = getattr(hits, "_cache", None)
+    store = hits.store
+    cache = hits.loaded
     if store is not None:
         new_cache = None
         if cache is not None:

@@ -186,62 +186,32 @@ def stored_passage_vectors(index: Index, retriever: Any, ids: Sequence[str]) -> 
     passage encoder is frozen, so its vectors for the retrieved passages are the index's own."""
     for src in reusable_sources(index, retriever):
         snap = _snapshot(src)
-        store = snap[1] if snap is not None else None
+        store = snap.passages if snap is not None else None
         if store is None or not all(pid in store for pid in ids):
             continue
-        return _stored_vectors(snap, np.asarray([store.position(pid) for pid in ids], dtype=np.int64))
+        return snap.vectors(np.asarray([store.position(pid) for pid in ids], dtype=np.int64))
     return None
 
 
-def _snapshot(ix: Any) -> tuple[Any, Any, Any] | None:
-    """A consistent (faiss index, passages, embeddings) of a FAISS-like index, or ``None``."""
-    state = getattr(ix, "_state", None)
-    if isinstance(state, tuple) and len(state) == 3:
-        faiss_index, passages, emb = state
-    else:
-        faiss_index, passages, emb = getattr(ix, "index", None), getattr(ix, "passages", None), getattr(ix, "embeddings", None)
-    if passages is None or (emb is None and not _is_flat(faiss_index)):
+def _snapshot(ix: Any) -> Any:
+    """A consistent state of a dense index that can give stored vectors
+    (:class:`~atlas_kit.index.faiss_snapshot.FaissSnapshot`), or ``None``."""
+    snapshot = getattr(ix, "snapshot", None)
+    snap = snapshot() if callable(snapshot) else None
+    if snap is None or snap.passages is None or not snap.has_vectors:
         return None
-    return faiss_index, passages, emb
-
-
-def _is_flat(faiss_index: Any) -> bool:
-    if faiss_index is None:
-        return False
-    try:
-        import faiss
-
-        return isinstance(faiss.downcast_index(faiss_index), faiss.IndexFlat)
-    except Exception:  # pragma: no cover - not a faiss index
-        return False
-
-
-def _stored_vectors(snapshot: tuple[Any, Any, Any], positions: np.ndarray) -> np.ndarray:
-    """Float32 vectors at ``positions``: the stored float32 embeddings, else the exact vectors of a
-    Flat FAISS index, else the stored (float16) embeddings. Read in position order (mmap-friendly)."""
-    faiss_index, _, emb = snapshot
-    order = np.argsort(positions, kind="stable")
-    sorted_pos = positions[order]
-    if emb is not None and emb.dtype == np.float32:
-        vecs = np.asarray(emb[sorted_pos], dtype=np.float32)
-    elif _is_flat(faiss_index):
-        vecs = faiss_index.reconstruct_batch(np.ascontiguousarray(sorted_pos, dtype=np.int64))
-    else:
-        vecs = np.asarray(emb[sorted_pos], dtype=np.float32)
-    out = np.empty_like(vecs)
-    out[order] = vecs
-    return out
+    return snap
 
 
 def _fill_from_index(src: Any, cands: CandidateSet, need: np.ndarray, out: np.ndarray) -> None:
     snap = _snapshot(src)
     if snap is None:
         return
-    store = snap[1]
+    store = snap.passages
     same = np.fromiter((need[u] and cands.stores[u] is store for u in range(len(cands))), dtype=bool, count=len(cands))
     us = np.flatnonzero(same)
     if len(us):
-        out[us] = _stored_vectors(snap, cands.positions[us])
+        out[us] = snap.vectors(cands.positions[us])
         need[us] = False
     # candidates without a store (e.g. fused hybrid hits): match by id, and only if the text is
     # the very text the index embedded (a member may hold another snapshot of the corpus)
@@ -254,5 +224,5 @@ def _fill_from_index(src: Any, cands: CandidateSet, need: np.ndarray, out: np.nd
           if (cands.hit_objs[u].title or "") == (p.title or "") and cands.hit_objs[u].text == p.text]
     if ok:
         us = np.asarray([loose[j] for j in ok], dtype=np.int64)
-        out[us] = _stored_vectors(snap, pos[ok])
+        out[us] = snap.vectors(pos[ok])
         need[us] = False

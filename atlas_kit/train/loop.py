@@ -136,7 +136,10 @@ def lr_lambda(cfg: LoopConfig):
     return f
 
 
-def _scheduler(cfg: LoopConfig, optimizer: torch.optim.Optimizer):
+def _scheduler(cfg: LoopConfig, optimizer: torch.optim.Optimizer, step: "TrainStep"):
+    own = step.lr_lambda(cfg)
+    if own is not None:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, own)
     if cfg.scheduler in ATLAS_SCHEDULERS:
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     from transformers import get_scheduler
@@ -192,6 +195,11 @@ class TrainStep:
     def train_mode(self) -> None:
         for module in self.modules().values():
             module.train()
+
+    def lr_lambda(self, cfg: LoopConfig) -> Any:
+        """A family's own learning-rate factor ``f(step)`` (a LambdaLR lambda), or None for
+        ``cfg.scheduler``."""
+        return None
 
     def loss(self, batch: list[Any], step: int) -> tuple[torch.Tensor, dict[str, float]]:
         """One micro-batch: the loss to backpropagate and float logs (averaged over micro-batches
@@ -276,7 +284,7 @@ class TrainLoop:
             if not g["params"]:
                 raise ValueError(f"parameter group {g['name']!r} is empty (requires_grad is off everywhere)")
         self.optimizer = torch.optim.AdamW(groups, weight_decay=self.cfg.weight_decay)
-        self.scheduler = _scheduler(self.cfg, self.optimizer)
+        self.scheduler = _scheduler(self.cfg, self.optimizer, step)
         device = step.device()
         self.scaler = torch.amp.GradScaler("cuda") if self.cfg.amp == "fp16" and device.type == "cuda" else None
         # rank 0 alone writes the run folder, evaluates and checkpoints

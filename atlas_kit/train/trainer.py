@@ -262,13 +262,8 @@ class Trainer(TrainLoop):
         super().__init__(step, cfg)
         self.atlas = atlas
 
-    @property
-    def reader(self) -> Any:
-        return self.atlas.reader
-
-    @property
-    def retriever(self) -> Any:
-        return self.atlas.retriever
+    reader = property(lambda self: self.task_step.reader, doc="the Atlas's reader")
+    retriever = property(lambda self: self.task_step.retriever, doc="the Atlas's retriever")
 
     def retrieve(self, questions: list[str], exclude: Sequence[Iterable[str]] | None = None) -> list[list[Any]]:
         return self.task_step.retrieve(questions, exclude)

@@ -1,199 +1,30 @@
-"""KILT's evaluation: page-level R-precision / recall@k and the KILT scores (ROUGE-L through the
-``rouge`` package that KILT itself calls).
+"""KILT's scores: page-level R-precision / recall@k / success@k / precision@k, KILT-EM/F1, ROUGE-L
+(through the ``rouge`` package that KILT itself calls) and the per-task aggregate :func:`kilt_scores`.
 
-KILT (Petroni et al. 2021) asks a knowledge-intensive system for an answer *and* the Wikipedia
-pages that justify it. Its scores are re-implemented here from the paper's definitions and the
-behaviour of its reference scripts (``kilt/eval_retrieval.py``, ``kilt/eval_downstream.py``) so that
-the numbers reported by atlas_kit are comparable with published KILT numbers; the tests check them
-against KILT's own test fixtures and expected values.
-
-Page identity
--------------
-A retrieved passage and a gold provenance entry are both reduced to a :class:`Page`: its
-``wikipedia_id`` (when the record carries one: a KILT provenance entry, or a passage whose
-metadata has ``wikipedia_id``) and its title, normalised by :func:`normalize_title`. A retrieved
-page matches a gold page
-
-* by ``wikipedia_id`` when **both** sides have one (titles are then ignored: ids are stable
-  across Wikipedia snapshots, titles are not);
-* by normalised title otherwise (e.g. a passage corpus without ids scored against KILT gold,
-  or FEVER's title-only evidence).
-
-A bare string given as a retrieved page matches a gold page whose ``wikipedia_id`` equals it or
-whose normalised title equals its normalised form (a page *titled* like another page's numeric id
-would collide; this does not happen in practice and callers that care pass :class:`Page` objects).
-
-Deviations from KILT's scripts, on inputs those scripts reject or crash on, are documented where
-they happen (examples without gold answers, empty provenance lists).
+Re-implemented from the paper's definitions and the behaviour of KILT's reference scripts
+(``kilt/eval_retrieval.py``, ``kilt/eval_downstream.py``); the tests check them against KILT's own
+fixtures. Page identity (which retrieved passage matches which gold page) is
+:mod:`atlas_kit.provenance.pages`. Deviations from KILT's scripts, on inputs those scripts reject or
+crash on, are documented where they happen (examples without gold answers, empty provenance lists).
 """
 from __future__ import annotations
 
 import functools
 import logging
-import os
-import re
-import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from atlas_kit.metrics import normalize_answer
+from atlas_kit.normalize import normalize_answer
+from atlas_kit.provenance.pages import PageLike, align_pages, gold_pages
 
-if TYPE_CHECKING:  # imported lazily at run time: atlas_kit.tasks.kilt imports this module
+if TYPE_CHECKING:
     from atlas_kit.tasks.qa import QAExample
-
-__all__ = [
-    "Page",
-    "PageLike",
-    "normalize_title",
-    "decode_fever_title",
-    "as_page",
-    "gold_pages",
-    "align_pages",
-    "r_precision",
-    "page_recall_at_k",
-    "page_success_at_k",
-    "page_precision_at_k",
-    "kilt_exact_match",
-    "kilt_f1",
-    "rouge_l",
-    "kilt_scores",
-    "evaluate_kilt_files",
-]
 
 log = logging.getLogger(__name__)
 
-# FEVER (and the Wikipedia dump it ships) escapes brackets and colons in page names, PTB style
-_FEVER_ESCAPES = {
-    "-LRB-": "(", "-RRB-": ")", "-LSB-": "[", "-RSB-": "]", "-LCB-": "{", "-RCB-": "}", "-COLON-": ":",
-}
-_FEVER_RE = re.compile("|".join(re.escape(k) for k in _FEVER_ESCAPES))
-# prefix for keys of retrieved pages that match no gold page: they can never equal a gold key
-_MISS = "\x1f"
-
-
-def decode_fever_title(title: str) -> str:
-    """``Soul_Food_-LRB-film-RRB-`` -> ``Soul Food (film)``: FEVER page names as Wikipedia titles.
-
-    Only the escaping is undone (case is kept) so the result is still a readable display title.
-    """
-    return _FEVER_RE.sub(lambda m: _FEVER_ESCAPES[m.group(0)], title).replace("_", " ").strip()
-
-
-def normalize_title(title: str) -> str:
-    """The form in which two titles of the same page compare equal.
-
-    NFC-normalised, FEVER escapes and underscores decoded, whitespace collapsed, case-folded.
-    Case-folding merges the rare pages that differ only by case ("Red" / "RED"), a small price for
-    matching corpora that lower-case or re-capitalise titles.
-    """
-    text = unicodedata.normalize("NFC", decode_fever_title(str(title)))
-    return " ".join(text.split()).casefold()
-
-
-@dataclass(frozen=True)
-class Page:
-    """A Wikipedia page as far as provenance scoring is concerned (``title`` is normalised)."""
-
-    wikipedia_id: str | None = None
-    title: str | None = None
-
-    @property
-    def key(self) -> str:
-        """Its id if it has one, else its normalised title (what :func:`kilt_pages` returns)."""
-        return self.wikipedia_id if self.wikipedia_id is not None else (self.title or "")
-
-    def matches(self, gold: "Page") -> bool:
-        """The page-identity rule: ids when both sides have one, normalised titles otherwise."""
-        if self.wikipedia_id is not None and gold.wikipedia_id is not None:
-            return self.wikipedia_id == gold.wikipedia_id
-        return self.title is not None and self.title == gold.title
-
-
-PageLike = Union[Page, str, Mapping[str, Any], Any]  # Any: Hit / Passage (attributes title, metadata)
-
-
-def _clean_id(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None
-
-
-def _clean_title(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = normalize_title(value)
-    return text or None
-
-
-def as_page(obj: PageLike) -> Page:
-    """A :class:`Page` from a Page, a provenance/passage dict, a Hit or Passage, or a title string.
-
-    Dicts give ``wikipedia_id``/``title`` (a passage dict's ``metadata`` is looked into as well);
-    Hit/Passage objects give ``metadata["wikipedia_id"]`` and ``.title``; a plain string becomes a
-    title-only page (use :func:`align_pages` with strings to also match them against gold ids).
-    """
-    if isinstance(obj, Page):
-        return obj
-    if isinstance(obj, str):
-        return Page(None, _clean_title(obj))
-    if isinstance(obj, Mapping):
-        meta = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
-        wid = obj.get("wikipedia_id", meta.get("wikipedia_id"))
-        return Page(_clean_id(wid), _clean_title(obj.get("title", meta.get("title"))))
-    meta = getattr(obj, "metadata", None) or {}
-    wid = getattr(obj, "wikipedia_id", None)
-    if wid is None and isinstance(meta, Mapping):
-        wid = meta.get("wikipedia_id")
-    return Page(_clean_id(wid), _clean_title(getattr(obj, "title", None)))
-
-
-def gold_pages(example: "QAExample") -> list[list[Page]]:
-    """The provenance sets of a loaded KILT/FEVER example, one list of distinct pages per set.
-
-    Reads ``example.metadata["provenance"]``: a list (one per gold output) of lists of page dicts
-    ``{"wikipedia_id", "title"}`` or title strings. Pages with neither id nor title are dropped.
-    """
-    out: list[list[Page]] = []
-    for group in example.metadata.get("provenance") or []:
-        pages: list[Page] = []
-        for entry in group:
-            page = as_page(entry)
-            if (page.wikipedia_id is not None or page.title is not None) and page not in pages:
-                pages.append(page)
-        out.append(pages)
-    return out
-
-
-def align_pages(retrieved: Iterable[PageLike], gold: Sequence[Sequence[Page]]) -> tuple[list[str], list[set[str]]]:
-    """Map retrieved pages and gold provenance to one key space, applying the page-identity rule.
-
-    Each gold page is keyed by :attr:`Page.key`; a retrieved page that matches a gold page takes
-    that page's key, any other retrieved page gets a private key that equals no gold key (but is
-    the same for two retrievals of the same page, so de-duplication still works). The result feeds
-    :func:`r_precision` and the ``*_at_k`` functions, which work on plain strings as KILT does.
-    """
-    gold_flat = [p for group in gold for p in group]
-    gold_keys = [{p.key for p in group} for group in gold]
-    keys: list[str] = []
-    for item in retrieved:
-        if isinstance(item, str):
-            wid, title = item.strip(), _clean_title(item)
-            hit = next((g for g in gold_flat if (g.wikipedia_id is not None and g.wikipedia_id == wid)
-                        or (title is not None and g.title == title)), None)
-            keys.append(hit.key if hit is not None else _MISS + (title or wid))
-            continue
-        page = as_page(item)
-        hit = next((g for g in gold_flat if page.matches(g)), None)
-        if hit is not None:
-            keys.append(hit.key)
-        else:
-            own = f"id:{page.wikipedia_id}" if page.wikipedia_id is not None else f"title:{page.title}"
-            keys.append(_MISS + own)
-    return keys, gold_keys
+__all__ = ["r_precision", "page_recall_at_k", "page_success_at_k", "page_precision_at_k", "kilt_exact_match",
+           "kilt_f1", "rouge_l", "kilt_scores"]
 
 
 def _dedup(items: Iterable[str]) -> list[str]:
@@ -424,56 +255,3 @@ def kilt_scores(predictions: Sequence[str] | None, examples: Sequence["QAExample
     if retrieved_pages is not None:
         out["n_provenance"] = n_provenance  # examples the page-level metrics average over
     return out
-
-
-def evaluate_kilt_files(gold_path: str | os.PathLike, guess_path: str | os.PathLike,
-                        ks: Sequence[int] = (1, 5)) -> dict[str, float]:
-    """Score a KILT guess file against a KILT gold file, matched by id, as KILT's
-    ``eval_downstream``/``eval_retrieval`` do; returns :func:`kilt_scores`' dict (percent).
-
-    The guess file holds ``{"id", "output": [{"answer", "provenance": [...]}]}``: its answer is the
-    first output's ``answer`` that has one, its ranked pages the first output's ``provenance`` that
-    has one. Every gold id needs exactly one guess (extra guesses are ignored with a warning; a
-    missing or duplicated id is an error). When no guess holds an answer only retrieval metrics
-    are returned; otherwise a guess without an answer scores 0 downstream (KILT would refuse it).
-    Gold records may lack ``input`` (KILT's fixtures do).
-    """
-    from atlas_kit.storage import iter_jsonl
-    from atlas_kit.tasks.kilt import load_kilt
-
-    gold = load_kilt(gold_path, require_input=False)
-    guess_path = Path(guess_path)
-    if not guess_path.is_file():
-        raise FileNotFoundError(f"KILT guess file not found: {guess_path}")
-    guesses: dict[str, tuple[str | None, list[Page]]] = {}
-    for lineno, rec in iter_jsonl(guess_path):
-        if "id" not in rec:
-            raise ValueError(f"{guess_path}:{lineno}: missing field 'id'")
-        gid = str(rec["id"]).strip()
-        if gid in guesses:
-            raise ValueError(f"{guess_path}:{lineno}: field 'id': duplicate id {gid!r}")
-        outputs = rec.get("output")
-        if not isinstance(outputs, list):
-            raise ValueError(f"{guess_path}:{lineno}: field 'output' must be a list")
-        answer = next((o["answer"] for o in outputs if isinstance(o, dict) and o.get("answer") is not None), None)
-        prov = next((o["provenance"] for o in outputs if isinstance(o, dict) and "provenance" in o), None) or []
-        pages = []
-        for j, entry in enumerate(prov):
-            page = as_page(entry) if isinstance(entry, Mapping) else Page()
-            if page.wikipedia_id is None and page.title is None:
-                log.warning("%s:%d: provenance[%d] has neither wikipedia_id nor title; skipped", guess_path, lineno, j)
-                continue
-            pages.append(page)
-        guesses[gid] = (None if answer is None else str(answer), pages)
-    gold_ids = [str(ex.metadata["kilt_id"]).strip() for ex in gold]
-    if len(set(gold_ids)) != len(gold_ids):
-        raise ValueError(f"{gold_path}: gold ids are not unique")
-    missing = [g for g in gold_ids if g not in guesses]
-    if missing:
-        raise ValueError(f"{guess_path}: no prediction for id(s) {missing[:5]}{'...' if len(missing) > 5 else ''}")
-    extra = len(guesses) - len(gold_ids)
-    if extra:
-        log.warning("%s: %d guesses have no gold record and are ignored", guess_path, extra)
-    answers = [guesses[g][0] for g in gold_ids]
-    predictions = None if all(a is None for a in answers) else [a or "" for a in answers]
-    return kilt_scores(predictions, gold, [guesses[g][1] for g in gold_ids], ks=ks)
