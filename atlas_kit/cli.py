@@ -551,8 +551,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_memory_commands(sub: Any) -> None:
+    from atlas_kit.memory_cli import add_memory_commands  # argparse only: atlas_kit.memory imports torch
+
+    add_memory_commands(sub)
+
+
 # Later modules (train, evaluate, index add/remove) register their sub-commands here.
-_EXTRA_COMMANDS: list[Callable[[Any], None]] = [_add_interop_commands]
+_EXTRA_COMMANDS: list[Callable[[Any], None]] = [_add_interop_commands, _add_memory_commands]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

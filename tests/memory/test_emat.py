@@ -175,3 +175,29 @@ def test_bad_layers_are_refused():
         EMAT(reader, key_layer=1, value_layer=0)
     with pytest.raises(ValueError, match="encoder blocks"):
         EMAT(reader, key_layer=0, value_layer=2)
+
+
+def test_cli_builds_a_memory_in_the_store_and_answers_with_it(tmp_path, world_pairs, capsys):
+    import json
+
+    from atlas_kit.cli import main
+
+    model = tiny_emat(seed=3)
+    model.save_pretrained(tmp_path / "emat")
+    paq = tmp_path / "paq.jsonl"
+    paq.write_text("".join(json.dumps({"question": q, "answer": [a]}) + "\n" for q, a in world_pairs))
+    root = str(tmp_path / "indexes")
+    assert main(["memory", "build", str(paq), "--model", str(tmp_path / "emat"), "--out", "kb@v1", "--root", root]) == 0
+    capsys.readouterr()
+    assert main(["memory", "info", "kb", "--root", root]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["count"] == len(world_pairs) and info["kind"] == "emat_memory"
+    assert main(["memory", "ask", world_pairs[0][0], "--model", str(tmp_path / "emat"), "--memory", "kb@v1",
+                 "--root", root, "--k", "2"]) == 0
+    out = capsys.readouterr().out
+    expected = model.generate([world_pairs[0][0]], memory=IndexStore(root).load("kb@v1"), k=2)[0]
+    assert " ".join(out.split("slot:")[0].split()) == " ".join(expected.split())  # rich may wrap the line
+    assert out.count("slot:") == 2
+    # a memory encoded by other weights is refused (exit 2, one clear line)
+    tiny_emat(seed=4).save_pretrained(tmp_path / "other")
+    assert main(["memory", "ask", "q", "--model", str(tmp_path / "other"), "--memory", "kb@v1", "--root", root]) == 2
