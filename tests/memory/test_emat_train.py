@@ -83,3 +83,28 @@ def test_matching_loss_prefers_the_positive_and_ignores_padding():
 def test_unknown_objective_is_refused():
     with pytest.raises(ValueError, match="unknown EMAT objective"):
         EMATTrainConfig(weights={"gen": 1.0})
+
+
+def test_the_offline_recipe_runs_and_its_saved_model_answers(tmp_path):
+    from pathlib import Path
+
+    from atlas_kit.api import Atlas
+    from atlas_kit.memory.emat_recipe import load_emat_recipe, run_emat_recipe
+
+    root = Path(__file__).resolve().parents[2] / "recipes" / "memory"
+    recipe = load_emat_recipe(root / "emat-world.yaml", [
+        f"output_dir={tmp_path / 'run'}", "data.world.entities=8", "data.world.practice_words=200",
+        "model.config={d_model: 32, num_layers: 3, num_decoder_layers: 1, num_heads: 2, dropout: 0.0}",
+        "model.emat={key_layer: 0, value_layer: 1}", "stages.0.train.batch_size=4",
+    ], smoke=True)
+    metrics = run_emat_recipe(recipe)
+    assert {"EM", "F1", "slot_hit@1"} <= set(metrics["eval"])
+    atlas = Atlas.from_pretrained(tmp_path / "run" / "model")
+    assert atlas.memory_k == 4 and len(atlas.memory) == 32
+    assert isinstance(atlas.ask("What is the capital of Pakyseal?").text, str)
+    # the GPU recipe parses, with the paper's settings
+    paper = load_emat_recipe(root / "emat-paq-nq.yaml")
+    assert paper["model"]["emat"] == {"prefix_length": 2, "key_layer": 3, "value_layer": 7}
+    assert [EMATTrainConfig.from_dict(s["train"]).k for s in paper["stages"]] == [10, 10]  # valid loop settings
+    with pytest.raises(ValueError, match="not key=value"):
+        load_emat_recipe(root / "emat-world.yaml", ["steps"])
