@@ -17,7 +17,8 @@ with no passage. EMAT (``atlas_kit.memory.emat``) is trained through the library
 loss, the memory re-encoded on a schedule.
 
 Reported per row: EM / F1 on the held-out paraphrased questions and queries/s end to end
-(question text in, answer text out, batches of ``--batch`` questions, one CPU thread); for EMAT
+(question text in, answer text out, batches of ``--batch`` questions, one CPU thread, the fastest
+of ``--repeats`` timed passes on this shared machine); for EMAT
 also the memory's bytes per slot and the time split (encoder to the key layer, MIPS search,
 the rest: upper encoder layers + decoding).
 
@@ -62,6 +63,16 @@ def timed(fn, *a, **kw):
     return out, time.perf_counter() - t0
 
 
+REPEATS = 3
+
+
+def best_of(fn, *a, **kw):
+    """(output, the fastest of REPEATS timed calls): the machine is shared, so the minimum is the
+    least disturbed measurement (every call computes the same output)."""
+    runs = [timed(fn, *a, **kw) for _ in range(REPEATS)]
+    return runs[0][0], min(t for _, t in runs)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="a small world and short training (a few minutes)")
@@ -77,11 +88,14 @@ def main() -> None:
     ap.add_argument("--value-layer", type=int, default=2)
     ap.add_argument("--batch", type=int, default=64, help="questions per call when answering")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3, help="timed calls per row; the fastest is reported")
     ap.add_argument("--name", default="emat_world")
     args = ap.parse_args()
     if args.quick:
         args.entities, args.emat_steps, args.fid_steps = 60, 800, 600
     torch.set_num_threads(args.threads)
+    global REPEATS
+    REPEATS = max(1, args.repeats)
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -110,12 +124,12 @@ def main() -> None:
                            rename=Renamer(invented, practice, random.Random(args.seed + 1)))
     atlas = Atlas(retriever, fid, index)
     rows = []
-    closed, s = timed(fid.generate, questions, [[] for _ in questions], batch_size=args.batch)
+    closed, s = best_of(fid.generate, questions, [[] for _ in questions], batch_size=args.batch)
     rows.append({"model": "closed_book", "k": 0, **qa_scores(closed, golds), "qps": len(questions) / s})
     ret = atlas.retrieve(questions, k=4)
     recall = recall_at_k([h.ids for h in ret], [q.gold_ids for q in test_q], ks=(1, 2, 3, 4))
     for k in (1, 2, 3, 4):
-        answers, s = timed(atlas.ask, questions, k=k, batch_size=args.batch)
+        answers, s = best_of(atlas.ask, questions, k=k, batch_size=args.batch)
         rows.append({"model": "fid", "k": k, **qa_scores([a.text for a in answers], golds), "qps": len(questions) / s,
                      "passage_R@k": recall[f"R@{k}"]})
 
@@ -134,24 +148,28 @@ def main() -> None:
     _, emat_train_s = timed(loop.fit, train_examples)
     memory.refresh(emat)
     emat.eval()
-    (preds, slot_rows), s = timed(emat.generate, questions, memory=memory, k=args.k, batch_size=args.batch,
-                                  return_slots=True)
-    with torch.inference_mode():
-        (query, _), key_s = timed(lambda: [torch.cat(t) for t in zip(*(emat.embed_keys(questions[i:i + args.batch])
-                                                                        for i in range(0, len(questions), args.batch)))])
-        _, search_s = timed(memory.search, query, args.k)
-    hit1 = np.mean([normalize_answer(memory.answers[r[0]]) in {normalize_answer(a) for a in g}
-                    for r, g in zip(slot_rows, golds)]) * 100
-    hitk = np.mean([any(normalize_answer(memory.answers[i]) in {normalize_answer(a) for a in g} for i in r if i >= 0)
-                    for r, g in zip(slot_rows, golds)]) * 100
-    rows.append({"model": "emat", "k": args.k, **qa_scores(preds, golds), "qps": len(questions) / s,
-                 "slot_hit@1": float(hit1), f"slot_hit@k": float(hitk)})
+    split = {}
+    for k in sorted({1, 2, args.k}):
+        (preds, slot_rows), s = best_of(emat.generate, questions, memory=memory, k=k, batch_size=args.batch,
+                                      return_slots=True)
+        with torch.inference_mode():
+            (query, _), key_s = best_of(lambda: [torch.cat(t) for t in zip(*(emat.embed_keys(questions[i:i + args.batch])
+                                                                            for i in range(0, len(questions), args.batch)))])
+            _, search_s = best_of(memory.search, query, k)
+        split[k] = {"key_encoding": key_s, "search": search_s, "rest": max(0.0, s - key_s - search_s), "total": s,
+                    "questions": len(questions)}
+        hit1 = np.mean([normalize_answer(memory.answers[r[0]]) in {normalize_answer(a) for a in g}
+                        for r, g in zip(slot_rows, golds)]) * 100
+        hitk = np.mean([any(normalize_answer(memory.answers[i]) in {normalize_answer(a) for a in g} for i in r if i >= 0)
+                        for r, g in zip(slot_rows, golds)]) * 100
+        rows.append({"model": "emat", "k": k, **qa_scores(preds, golds), "qps": len(questions) / s,
+                     "slot_hit@1": float(hit1), "slot_hit@k": float(hitk)})
     with torch.inference_mode():
         k0 = emat.generate(questions, batch_size=args.batch)
     rows.append({"model": "emat_no_memory", "k": 0, **qa_scores(k0, golds)})
 
     fid_best = max((r for r in rows if r["model"] == "fid"), key=lambda r: r["EM"])
-    emat_row = next(r for r in rows if r["model"] == "emat")
+    emat_row = max((r for r in rows if r["model"] == "emat"), key=lambda r: r["EM"])
     goals = {
         "emat_em_vs_best_fid": emat_row["EM"] / fid_best["EM"] if fid_best["EM"] else None,
         "emat_qps_vs_best_fid": emat_row["qps"] / fid_best["qps"],
@@ -166,8 +184,8 @@ def main() -> None:
         "best_fid": {"k": fid_best["k"], "EM": fid_best["EM"], "qps": fid_best["qps"]},
         "memory": {"slots": len(memory), "bytes_per_slot": memory.bytes_per_slot, "backend": memory.kv.backend,
                    "d_model": memory.d_model, "prefix_length": memory.prefix_length},
-        "emat_time_split_s": {"key_encoding": key_s, "search": search_s, "rest": max(0.0, s - key_s - search_s),
-                              "total": s, "questions": len(questions)},
+        "best_emat": {"k": emat_row["k"], "EM": emat_row["EM"], "qps": emat_row["qps"]},
+        "emat_time_split_s": split,
         "retrieval": recall,
         "train_seconds": {"fid": fid_train_s, "emat": emat_train_s},
         "emat_train_log_last": hist[-1] if hist else None,
@@ -176,7 +194,9 @@ def main() -> None:
     }
     _common.report(args.name, rows, meta, title="EMAT vs FiD vs closed-book on held-out paraphrased questions")
     print("goals:", goals)
-    print("memory:", meta["memory"], "time split:", {k: round(v, 3) for k, v in meta["emat_time_split_s"].items()})
+    print("memory:", meta["memory"])
+    for k, parts in split.items():
+        print(f"EMAT k={k} time split (s):", {n: round(v, 3) for n, v in parts.items()})
 
 
 if __name__ == "__main__":
