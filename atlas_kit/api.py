@@ -192,13 +192,6 @@ class Atlas:
         answers = [Answer(q, t, h) for q, t, h in zip(qs, texts, hits)]
         return answers[0] if single else answers
 
-    # ------------------------------------------------------------------ training
-    def trainer(self, config: Any = None) -> Any:
-        """A :class:`~atlas_kit.train.Trainer` for this model: ``atlas.trainer(cfg).fit(train, dev)``."""
-        from atlas_kit.train import Trainer
-
-        return Trainer(self, config)
-
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         """Save retriever and reader (safetensors) and the settings that change answers: ``k``

@@ -36,12 +36,12 @@ import random
 import re
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from atlas_kit.api import Atlas
 from atlas_kit.index import FaissIndex
@@ -51,9 +51,11 @@ from atlas_kit.reader import Reader
 from atlas_kit.retriever import Retriever
 from atlas_kit.storage import atomic_write_json, atomic_write_text
 from atlas_kit.tokenization import train_word_tokenizer
+from atlas_kit.train.loop import LoopConfig, TrainLoop, TrainStep
 from atlas_kit.world import World
 
-__all__ = ["run_demo", "train_reader_curriculum", "Renamer", "plot_results", "DEMO_DEFAULTS"]
+__all__ = ["run_demo", "train_reader_curriculum", "ReaderCurriculumStep", "CurriculumConfig", "Renamer",
+           "plot_results", "DEMO_DEFAULTS"]
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +136,50 @@ def _set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@dataclass
+class CurriculumConfig(LoopConfig):
+    """The demo reader's loop settings: Atlas's linear schedule decaying to 5% of ``lr`` with a
+    warm-up of 5% of the phase, weight decay 0.01, clip 1.0."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    scheduler: str = "linear"
+    lr_min_ratio: float = 0.05
+    tensorboard: bool = False
+
+
+class ReaderCurriculumStep(TrainStep):
+    """One reader-only training step on (question, passages, answer) built per batch: the gold
+    passage alone (``gold_only``), else the top-``k`` retrieved with the gold passage swapped in
+    (at a random position) when retrieval missed it, a share ``gold_mix`` of the batches staying
+    gold-only; ``rename`` rewrites each example before it is read. Examples are indices."""
+
+    def __init__(self, reader: Reader, questions: list[str], answers: list[str], gold: list[Any],
+                 retrieved: list[list[Any]], k: int, gold_only: bool, gold_mix: float, rng: random.Random,
+                 rename: Callable[[str, Sequence[Any], str], Example] | None = None) -> None:
+        self.reader, self.questions, self.answers, self.gold, self.retrieved = reader, questions, answers, gold, retrieved
+        self.k, self.gold_only, self.gold_mix, self.rng, self.rename = k, gold_only, gold_mix, rng, rename
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"reader": self.reader}
+
+    def loss(self, batch: list[int], step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.gold_only or self.rng.random() < self.gold_mix:
+            ctx = [[self.gold[i]] for i in batch]
+        else:
+            ctx = []
+            for i in batch:
+                cand = list(self.retrieved[i][: self.k])
+                if all(c.id != self.gold[i].id for c in cand):
+                    cand[self.rng.randrange(self.k)] = self.gold[i]
+                ctx.append(cand)
+        examples = [(self.questions[i], c, self.answers[i]) for i, c in zip(batch, ctx)]
+        if self.rename is not None:
+            examples = [self.rename(*ex) for ex in examples]
+        loss = self.reader.loss([q for q, _, _ in examples], [c for _, c, _ in examples], [a for _, _, a in examples])
+        return loss, {"loss": loss.item()}
+
+
 def train_reader_curriculum(
     reader: Reader,
     questions: list[str],
@@ -155,51 +201,22 @@ def train_reader_curriculum(
     swapped in (at a random position) when retrieval missed it; in that second phase a share
     ``gold_mix`` of the batches stay gold-only so the copying skill is not forgotten while
     passage selection is learned. ``rename`` (e.g. a :class:`Renamer`) rewrites each example
-    before it is read. Only parameters with ``requires_grad`` are trained. Returns the loss curve."""
+    before it is read. Only parameters with ``requires_grad`` are trained. Each phase is one run of
+    the generic loop (:class:`~atlas_kit.train.TrainLoop`) with its own warm-up and decay: the
+    second phase is a new task. Returns the loss curve."""
     rng = random.Random(seed)
-    params = [p for p in reader.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     gold_steps = int(round(gold_only_fraction * steps))
-    phases = [(gold_steps, True), (steps - gold_steps, False)]
-    reader.train()
     losses: list[float] = []
-    order: list[int] = []
-    bar = tqdm(total=steps, desc="train reader", disable=not show_progress)
-    for phase_steps, gold_only in phases:
-        # each phase gets its own warmup + linear decay: the second phase is a new task
-        warmup = max(1, phase_steps // 20)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s, n=phase_steps, w=warmup: min(1.0, (s + 1) / w) * max(0.05, 1 - s / max(n, 1))
-        )
-        for _ in range(phase_steps):
-            if len(order) < batch_size:
-                order += rng.sample(range(len(questions)), len(questions))
-            idx, order = order[:batch_size], order[batch_size:]
-            if gold_only or rng.random() < gold_mix:
-                ctx = [[gold[i]] for i in idx]
-            else:
-                ctx = []
-                for i in idx:
-                    cand = list(retrieved[i][:k])
-                    if all(c.id != gold[i].id for c in cand):
-                        cand[rng.randrange(k)] = gold[i]
-                    ctx.append(cand)
-            batch = [(questions[i], c, answers[i]) for i, c in zip(idx, ctx)]
-            if rename is not None:
-                batch = [rename(*ex) for ex in batch]
-            loss = reader.loss([q for q, _, _ in batch], [c for _, c, _ in batch], [a for _, _, a in batch])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            bar.update(1)
-            if len(losses) % 50 == 0:
-                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", phase="gold" if gold_only else f"top-{k}")
-    bar.close()
+    indices = list(range(len(questions)))
+    for phase, (phase_steps, gold_only) in enumerate([(gold_steps, True), (steps - gold_steps, False)]):
+        if phase_steps <= 0:
+            continue
+        step = ReaderCurriculumStep(reader, questions, answers, gold, retrieved, k, gold_only, gold_mix, rng, rename)
+        cfg = CurriculumConfig(steps=phase_steps, batch_size=batch_size, lr=lr,
+                               warmup_steps=max(1, phase_steps // 20), seed=seed + phase)
+        loop = TrainLoop(step, cfg)
+        loop.fit(indices, show_progress=show_progress)
+        losses += [h["loss"] for h in loop.history]
     reader.eval()
     return losses
 

@@ -1,169 +1,51 @@
 """Evaluation of a model on task examples, and the run report it leaves behind.
 
 One entry point for every task, so the trainer's periodic evaluation, ``atlas-kit evaluate`` and
-``--retrieval-only`` all produce the same metrics and the same files:
+``--retrieval-only`` all produce the same metrics and the same files. What is measured is the
+task's (:mod:`atlas_kit.tasks`): :func:`evaluate` is retrieve once -> the task predicts -> the
+task scores; :func:`evaluate_retrieval` the task's retrieval-only metrics. The task is given (a
+:class:`~atlas_kit.tasks.Task`, a name or a recipe's ``{name, **options}`` block) or, for
+examples built in Python, the examples' own (:func:`~atlas_kit.tasks.task_for_examples`).
 
-* ``qa`` (open-domain QA, :class:`~atlas_kit.tasks.qa.QAExample`): SQuAD-normalised EM/F1, plus
-  retrieval recall@k when gold passage ids are known and answer recall@k (the answer string occurs
-  in one of the top-k passages, DPR's measure) always;
-* ``mc`` (multiple choice, :class:`~atlas_kit.tasks.mmlu.MCExample`): accuracy by generation, by
-  option likelihood and de-biased over cyclic permutations, per subject and per category;
-* ``kilt`` (examples with KILT provenance): EM/F1/accuracy/ROUGE-L, page-level R-Precision and
-  recall@k, and the KILT scores (downstream score counted only when the provenance is right).
-
-The task is read off the examples (:func:`task_of`) unless given. A run folder gets
-``metrics.json``, ``predictions.jsonl`` (question, prediction, gold, retrieved passage ids and
-scores), ``results.md`` (the tables) and plots (recall@k curve; accuracy per category); a KILT run
-also ``kilt_predictions.jsonl`` in KILT's submission format (:mod:`atlas_kit.kilt_submission`).
-Retrieval-only runs with gold passage ids add nDCG/MRR/MAP/Recall/P@k (:mod:`atlas_kit.ir`) and
-can write the ranking as a TREC run file.
+A run folder gets ``metrics.json``, ``predictions.jsonl`` (question, prediction, gold, retrieved
+passage ids and scores), ``results.md`` (the tables) and plots (recall@k curve; accuracy per
+category); a KILT run also ``kilt_predictions.jsonl`` in KILT's submission format
+(:mod:`atlas_kit.kilt_submission`).
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
-from atlas_kit.metrics import answer_recall_at_k, qa_scores, recall_at_k
+from atlas_kit.kilt_submission import write_kilt_submission
 from atlas_kit.storage import atomic_write_json, atomic_write_text
+from atlas_kit.tasks import Evaluation, Task, get_task, task_for_examples
 
-__all__ = ["Evaluation", "TASKS", "task_of", "evaluate", "evaluate_retrieval", "write_report"]
+__all__ = ["Evaluation", "evaluate", "evaluate_retrieval", "write_report", "markdown"]
 
 log = logging.getLogger(__name__)
 
-TASKS = ("qa", "mc", "kilt")
 
-
-@dataclass
-class Evaluation:
-    """Metrics (JSON-ready), one record per example, and the task they were computed for."""
-
-    task: str
-    metrics: dict[str, Any]
-    records: list[dict[str, Any]] = field(default_factory=list)
-
-
-def task_of(examples: Sequence[Any]) -> str:
-    """``mc`` for multiple-choice examples, ``kilt`` when examples carry KILT provenance, else ``qa``."""
-    if not examples:
-        return "qa"
-    first = examples[0]
-    if hasattr(first, "options") and hasattr(first, "label"):
-        return "mc"
-    if "provenance" in (getattr(first, "metadata", None) or {}):
-        return "kilt"
-    return "qa"
-
-
-def _passage_records(hits: Sequence[Any]) -> list[dict[str, Any]]:
-    return [{"id": h.id, "score": round(float(h.score), 6)} for h in hits]
-
-
-def _recall_ks(k: int) -> list[int]:
-    return sorted({1, min(5, k), k})
+def _task(task: Task | str | dict | None, examples: Sequence[Any]) -> Task:
+    return get_task(task) if task is not None else task_for_examples(examples)
 
 
 @torch.no_grad()
-def evaluate(atlas: Any, examples: Sequence[Any], k: int, batch_size: int = 16, task: str | None = None,
-             debias: bool = True) -> Evaluation:
+def evaluate(atlas: Any, examples: Sequence[Any], k: int, batch_size: int = 16,
+             task: Task | str | dict | None = None) -> Evaluation:
     """Retrieve ``k`` passages per example, answer with the reader, and score as the task says."""
-    if atlas.reader is None:
-        raise ValueError("evaluation needs a reader (use evaluate_retrieval for retrieval-only metrics)")
-    task = task or task_of(examples)
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r} (known: {', '.join(TASKS)})")
-    examples = list(examples)
-    questions = [e.question for e in examples]
-    hits = atlas.retrieve(questions, k=k) if k > 0 else [[] for _ in examples]
-    passages = [list(h) for h in hits]
-    ks = _recall_ks(k) if k > 0 else []
-    if task == "mc":
-        from atlas_kit.multiple_choice import evaluate_multiple_choice
-
-        metrics, records = evaluate_multiple_choice(atlas.reader, examples, passages, debias=debias,
-                                                    batch_size=batch_size)
-        for rec, h in zip(records, hits):
-            rec["passages"] = _passage_records(h)
-        metrics = dict(metrics)
-    else:
-        preds = atlas.reader.generate(questions, passages, batch_size=batch_size)
-        if task == "kilt":
-            from atlas_kit.provenance import kilt_scores
-
-            # hits are matched to provenance pages by wikipedia_id (metadata) or title
-            pages = [list(h) for h in hits] if k > 0 else None
-            metrics = dict(kilt_scores(preds, examples, retrieved_pages=pages, ks=tuple(ks) or (1,),
-                                       skip_without_provenance=True))
-        else:
-            metrics = dict(qa_scores(preds, [e.answers for e in examples]))
-            if ks and all(e.gold_ids for e in examples):
-                metrics.update(recall_at_k([h.ids for h in hits], [e.gold_ids for e in examples], ks=ks))
-        if ks and task == "qa":
-            metrics.update(answer_recall_at_k([[p.text for p in ps] for ps in passages],
-                                              [e.answers for e in examples], ks=ks))
-        records = [{"id": e.id, "question": e.question, "prediction": p, "gold": e.answers,
-                    "passages": _passage_records(h)} for e, p, h in zip(examples, preds, hits)]
-        if task == "kilt":
-            _add_kilt_submission(records, examples, preds, hits)
-    metrics["n"] = len(examples)
-    return Evaluation(task, metrics, records)
-
-
-def _add_kilt_submission(records: list[dict[str, Any]], examples: Sequence[Any], preds: Sequence[str] | None,
-                         hits: Sequence[Any]) -> None:
-    from atlas_kit.kilt_submission import submission_records
-
-    for rec, sub in zip(records, submission_records(examples, preds, hits)):
-        rec["kilt"] = sub
+    return _task(task, examples).evaluate(atlas, examples, k=k, batch_size=batch_size)
 
 
 def evaluate_retrieval(atlas: Any, examples: Sequence[Any], ks: Sequence[int] = (1, 5, 20, 100),
-                       task: str | None = None, run_file: str | os.PathLike | None = None) -> Evaluation:
-    """Retrieval-only metrics (no reader): recall@k over gold passage ids when known, answer
-    recall@k (answer string in a top-k passage) for QA, page-level R-Precision/recall@k for KILT.
-
-    With gold passage ids also the IR measures ``NDCG@k``, ``MRR@k``, ``MAP``, ``Recall@k``,
-    ``P@k`` (:func:`atlas_kit.ir.ir_metrics`, binary relevance); ``run_file`` writes the ranking as
-    a TREC run (query id = example id)."""
-    task = task or task_of(examples)
-    examples = list(examples)
-    ks = sorted(set(int(k) for k in ks))
-    hits = atlas.retrieve([e.question for e in examples], k=max(ks))
-    metrics: dict[str, Any] = {}
-    run = None
-    if run_file is not None or all(e.gold_ids for e in examples):
-        from atlas_kit.ir import qrels_from_gold_ids, run_from_hits, write_run
-
-        run = run_from_hits([e.id for e in examples], hits)
-        if run_file is not None:
-            write_run(run_file, run)
-    if all(e.gold_ids for e in examples):
-        from atlas_kit.ir import ir_metrics
-
-        metrics.update(recall_at_k([h.ids for h in hits], [e.gold_ids for e in examples], ks=ks))
-        qrels = qrels_from_gold_ids([e.id for e in examples], [e.gold_ids for e in examples])
-        metrics.update({k: v for k, v in ir_metrics(run, qrels, ks=ks).items() if k != "n_queries"})
-    if task == "qa":
-        metrics.update(answer_recall_at_k([[p.text for p in h] for h in hits], [e.answers for e in examples], ks=ks))
-    if task == "kilt":
-        from atlas_kit.provenance import kilt_scores
-
-        metrics.update(kilt_scores(None, examples, retrieved_pages=[list(h) for h in hits], ks=tuple(ks),
-                                   skip_without_provenance=True))
-    if not metrics:
-        raise ValueError("no retrieval metric applies: the examples have no gold passage ids, answers to "
-                         "look for, or provenance")
-    metrics["n"] = len(examples)
-    records = [{"id": e.id, "question": e.question, "gold": e.answers, "gold_ids": list(e.gold_ids),
-                "passages": _passage_records(h)} for e, h in zip(examples, hits)]
-    if task == "kilt":
-        _add_kilt_submission(records, examples, None, hits)
-    return Evaluation(task, metrics, records)
+                       task: Task | str | dict | None = None, run_file: str | os.PathLike | None = None) -> Evaluation:
+    """Retrieval-only metrics (no reader), see :meth:`atlas_kit.tasks.Task.evaluate_retrieval`."""
+    return _task(task, examples).evaluate_retrieval(atlas, examples, ks=ks, run_file=run_file)
 
 
 # ---------------------------------------------------------------------------------------- report
@@ -197,8 +79,6 @@ def write_report(out: str | os.PathLike, evaluation: Evaluation, title: str = "R
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if evaluation.records and all("kilt" in r for r in evaluation.records):
-        from atlas_kit.kilt_submission import write_kilt_submission
-
         write_kilt_submission(out / "kilt_predictions.jsonl", [r["kilt"] for r in evaluation.records])
         evaluation = Evaluation(evaluation.task, evaluation.metrics,
                                 [{k: v for k, v in r.items() if k != "kilt"} for r in evaluation.records])

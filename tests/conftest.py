@@ -81,3 +81,32 @@ def write_world_recipe(tmp_path: Path, entities: int = 10, **sections: str) -> P
     recipe = tmp_path / "w.yaml"
     recipe.write_text("\n".join(lines) + "\n")
     return recipe
+
+
+def make_setup(seed: int = 0):
+    """A tiny trainable Atlas over a 12-entity generated world (config-built retriever and
+    reader) and the world's questions: the shared fixture of the training tests."""
+    from atlas_kit import Atlas, Passages, Reader
+    from atlas_kit.index import FaissIndex
+    from atlas_kit.tasks.qa import QAExample
+    from atlas_kit.tokenization import train_word_tokenizer
+    from atlas_kit.world import World
+
+    world = World.generate(12, seed=3, granularity="fact", typed_values=True)
+    passages = Passages.from_records(world.passages())
+    retriever = make_tiny_retriever(seed=seed)
+    index = FaissIndex.build(passages, retriever, embeddings_dtype="float32")
+    reader = Reader.from_config(train_word_tokenizer(world.texts()), d_model=32, num_layers=1, num_heads=2,
+                                dropout=0.1, seed=seed, text_maxlength=40, answer_maxlength=6)
+    atlas = Atlas(retriever, reader, index)
+    examples = [QAExample(q.id, q.question, q.answers, q.gold_ids) for q in world.questions()]
+    return atlas, examples
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for Gloo process groups in tests)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

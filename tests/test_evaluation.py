@@ -5,11 +5,12 @@ import json
 
 import pytest
 
-from atlas_kit.evaluation import Evaluation, evaluate, evaluate_retrieval, markdown, task_of, write_report
+from atlas_kit.evaluation import Evaluation, evaluate, evaluate_retrieval, markdown, write_report
+from atlas_kit.tasks import task_for_examples
 from atlas_kit.multiple_choice import summarize_records
 from atlas_kit.tasks.mmlu import MCExample, format_mc_query
 from atlas_kit.tasks.qa import QAExample
-from tests.train.test_trainer import make_setup
+from tests.conftest import make_setup
 
 
 def mc_example(i: int, label: int, subject: str = "anatomy") -> MCExample:
@@ -19,11 +20,11 @@ def mc_example(i: int, label: int, subject: str = "anatomy") -> MCExample:
                      options=options, label=label, subject=subject)
 
 
-def test_task_of_reads_the_examples():
-    assert task_of([QAExample("a", "q?", ["x"])]) == "qa"
-    assert task_of([mc_example(0, 1)]) == "mc"
-    assert task_of([QAExample("k", "q?", ["x"], metadata={"provenance": [[{"title": "T"}]]})]) == "kilt"
-    assert task_of([]) == "qa"
+def test_python_examples_without_a_task_get_their_own():
+    assert task_for_examples([QAExample("a", "q?", ["x"])]).name == "qa"
+    assert task_for_examples([mc_example(0, 1)]).name == "mmlu"
+    assert task_for_examples([QAExample("k", "q?", ["x"], metadata={"provenance": [[{"title": "T"}]]})]).name == "kilt"
+    assert task_for_examples([]).name == "qa"
 
 
 def test_qa_evaluation_and_report(tmp_path):
@@ -94,6 +95,6 @@ def test_multiple_choice_through_a_tiny_reader():
     atlas.reader = Reader.from_config(train_word_tokenizer([e.question for e in examples] + ["A B C D"]),
                                       d_model=32, num_layers=1, num_heads=2, seed=0, text_maxlength=48)
     result = evaluate(atlas, examples, k=2, batch_size=2)
-    assert result.task == "mc" and result.metrics["n"] == 4
+    assert result.task == "mmlu" and result.metrics["n"] == 4
     assert all(0 <= result.metrics[f"accuracy_{m}"] <= 100 for m in ("likelihood", "debiased", "generation"))
     assert all(len(r["passages"]) == 2 for r in result.records)

@@ -63,7 +63,7 @@ def test_provenance_entries_dedup_and_format():
 
 def test_kilt_run_writes_a_submission_that_scores_like_the_run(tmp_path):
     from atlas_kit.evaluation import evaluate, evaluate_retrieval, write_report
-    from tests.train.test_trainer import make_setup
+    from tests.conftest import make_setup
 
     atlas, examples = make_setup()
     kilt = [QAExample(e.id, e.question, e.answers, [],

@@ -26,12 +26,57 @@ def test_recipe_errors(tmp_path):
         load_recipe(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("trian: {steps: 1}\n")
-    with pytest.raises(ValueError, match=r"bad\.yaml: unknown recipe key\(s\) \['trian'\]"):
+    with pytest.raises(ValueError, match=r"bad\.yaml: trian: unknown key; did you mean 'train'\?"):
         load_recipe(bad)
     with pytest.raises(ValueError, match="not KEY=VALUE"):
         apply_overrides({"train": {}}, ["steps"])
-    with pytest.raises(ValueError, match="unknown key 'bogus'"):
+    with pytest.raises(ValueError, match="bogus: unknown key"):
         apply_overrides({"train": {}}, ["bogus=1"])
+
+
+@pytest.mark.parametrize("text, message", [
+    ("data: {shotz: 3}\n", r"data\.shotz: unknown key; did you mean 'shots'\?"),
+    ("train: {stesp: 3}\n", r"train\.stesp: unknown key; did you mean 'steps'\?"),
+    ("reader_config: {d_modle: 64}\n", r"reader_config\.d_modle: unknown key; did you mean 'd_model'\?"),
+    ("smoke: {train_limit: 1}\n", r"smoke\.train_limit: unknown key"),
+    ("task: {name: mmlu, debais: true}\n", r"task\.debais: unknown option of task 'mmlu'; did you mean 'debias'\?"),
+    ("task: {name: mmul}\n", r"task\.name: unknown task 'mmul'; did you mean 'mmlu'\?"),
+    ("data: {format: squad}\n", r"data\.format: this key was removed; name the task instead"),
+    ("data: {shots: many}\n", r"data\.shots: Input should be a valid integer"),
+    ("train: {steps: abc}\n", r"train\.steps: Input should be a valid integer"),
+])
+def test_a_mistyped_key_at_any_depth_names_the_key_the_file_and_the_closest_key(tmp_path, text, message):
+    f = tmp_path / "typo.yaml"
+    f.write_text(text)
+    with pytest.raises(ValueError, match=r"typo\.yaml.*" + message):
+        load_recipe(f)
+
+
+def test_base_files_layer_under_the_recipe_and_their_own_typos_name_them(tmp_path):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "corpus.yaml").write_text("corpus: passages.jsonl\nfactory: HNSW32\n")
+    (tmp_path / "base" / "train.yaml").write_text("base: corpus.yaml\ntrain: {steps: 50, n_context: 3}\n")
+    f = tmp_path / "r.yaml"
+    f.write_text("base: [base/train.yaml]\ntrain: {steps: 9}\ntask: {name: qa, format: squad}\n")
+    r = load_recipe(f, ["task.format=qa"])
+    assert r["corpus"] == "passages.jsonl" and r["factory"] == "HNSW32"
+    assert r["train"] == {"steps": 9, "n_context": 3} and r["task"] == {"name": "qa", "format": "qa"}
+    assert "base" not in r
+    (tmp_path / "base" / "corpus.yaml").write_text("corpus: passages.jsonl\ndata: {evl: x}\n")
+    with pytest.raises(ValueError, match=r"base/corpus\.yaml: data\.evl: unknown key; did you mean 'eval'\?"):
+        load_recipe(f)
+    (tmp_path / "base" / "corpus.yaml").write_text("base: train.yaml\n")
+    with pytest.raises(ValueError, match="cycle"):
+        load_recipe(f)
+
+
+def test_smoke_is_a_flag_recorded_in_the_recipe_not_a_name(tmp_path):
+    f = tmp_path / "r.yaml"
+    f.write_text("name: r\ndata: {shots: 64, eval_limit: 500}\n")
+    smoke, full = load_recipe(f, smoke=True), load_recipe(f)
+    assert smoke["smoke"]["active"] and not full["smoke"]["active"]
+    assert smoke["name"] == full["name"] == "r"
+    assert smoke["data"]["shots"] == 8 and smoke["data"]["eval_limit"] == 8
 
 
 def test_cli_train_smoke_on_generated_world(tmp_path, monkeypatch):
@@ -68,9 +113,9 @@ def test_recipe_smoke_runs_end_to_end(recipe, tmp_path, monkeypatch):
     assert (out / "predictions.jsonl").is_file() and (out / "results.md").is_file()
     assert (out / "recipe.json").is_file()
     task = metrics["task"]
-    if task == "mc":
+    if task == "mmlu":
         assert {"accuracy_likelihood", "accuracy_debiased", "accuracy_generation", "per_category"} <= set(metrics)
-    elif task == "kilt":
+    elif task in ("kilt", "fever"):
         assert {"r_precision", "kilt_em", "em", "f1", "rouge_l"} <= set(metrics)
     else:
         assert {"EM", "F1"} <= set(metrics)
@@ -92,14 +137,14 @@ def test_retrieval_only_evaluation_on_generated_world(tmp_path, monkeypatch):
 
 
 def test_missing_data_file_says_what_to_put_where(tmp_path):
-    from atlas_kit.recipes import load_examples
+    from atlas_kit.tasks import get_task
 
     with pytest.raises(FileNotFoundError, match="nowhere.jsonl not found.*data.train=PATH"):
-        load_examples(tmp_path / "nowhere.jsonl", "qa")
-    with pytest.raises(ValueError, match="unknown data format 'csv'"):
-        load_examples(tmp_path / "x", "csv")
+        get_task("qa").load(tmp_path / "nowhere.jsonl")
+    with pytest.raises(ValueError, match="task.format: Input should be 'qa' or 'squad'"):
+        get_task({"name": "qa", "format": "csv"})
     with pytest.raises(FileNotFoundError, match="hf:no-such/dataset"):
-        load_examples("hf:no-such/dataset:train", "qa")
+        get_task("qa").load("hf:no-such/dataset:train")
 
 
 def test_corpus_from_several_sources(tmp_path):
@@ -157,13 +202,13 @@ def test_evaluation_only_runs_also_leave_the_few_shot_sample_out(tmp_path, monke
 
 
 def test_checkpoint_with_a_trained_passage_encoder_gets_a_fresh_index(tmp_path, monkeypatch):
-    from atlas_kit.recipes import _load_checkpoint, build_atlas, load_recipe
+    from atlas_kit.recipes import build_atlas, load_model_checkpoint, load_recipe
 
     monkeypatch.chdir(tmp_path)
     recipe = _world_recipe(tmp_path, extra=", refresh: none, retriever_lr: 0.01")  # shared encoder: passages change
     assert main(["-q", "train", str(recipe), "output_dir=run"]) == 0
     atlas = build_atlas(load_recipe(recipe), ["x"])
     stale = atlas.index.manifest["retriever"]["fingerprint"]
-    _load_checkpoint(atlas, "run/model")
+    load_model_checkpoint(atlas, "run/model")
     assert atlas.retriever.fingerprint() != stale
     assert atlas.index.manifest["retriever"]["fingerprint"] == atlas.retriever.fingerprint()

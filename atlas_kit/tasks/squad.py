@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from atlas_kit.passages import Passage, Passages
 from atlas_kit.storage import read_json

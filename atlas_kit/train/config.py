@@ -1,22 +1,23 @@
-"""Training configuration: one flat dataclass, loadable from YAML and ``key=value`` overrides."""
+"""Atlas's training configuration: the generic loop's fields (:class:`~atlas_kit.train.loop.LoopConfig`)
+plus what the retrieve-and-read step needs; loadable from YAML and ``key=value`` overrides."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["TrainConfig", "parse_schedule"]
+from atlas_kit.train.loop import LoopConfig
+
+__all__ = ["TrainConfig", "parse_schedule", "due"]
 
 REFRESH = ("none", "reindex", "query_side", "rerank")
-SCHEDULERS = ("linear", "cosine", "constant")
-CLIP_GROUPS = ("joint", "separate")
 
 
 @dataclass
-class TrainConfig:
-    """Everything a few-shot run needs; defaults follow Atlas's ``src/options.py`` where it has one
-    (learning rates 1e-4 / 1e-5, weight decay 0.1, cosine schedule decaying to 0.1 x the peak,
-    clip 1.0 over reader and retriever jointly, τs = τg = 0.01).
+class TrainConfig(LoopConfig):
+    """Everything a few-shot Atlas run needs; defaults follow Atlas's ``src/options.py`` where it
+    has one (learning rates 1e-4 / 1e-5, weight decay 0.1, cosine schedule decaying to 0.1 x the
+    peak, clip 1.0 over reader and retriever jointly, τs = τg = 0.01); the loop's own fields are
+    documented on :class:`~atlas_kit.train.loop.LoopConfig`.
 
     Where it differs, deliberately: warm-up goes (step + 1) / warmup_steps, so the first update is
     not taken at learning rate 0 as in Atlas's schedulers; ``warmup_steps`` defaults to 10, not
@@ -30,20 +31,12 @@ class TrainConfig:
     (Atlas syntax ``"0-100:10,100-1000:500"``: every 10 steps until 100, then every 500),
     ``query_side`` unties the encoders and freezes the passage side, ``rerank`` retrieves
     ``rerank_candidates`` from the stale index and re-embeds them with the current passage encoder.
+    How examples are evaluated is the task's business (:mod:`atlas_kit.tasks`), not the config's.
     """
 
-    steps: int = 100
-    batch_size: int = 4
-    accumulation: int = 1
     n_context: int = 5
     reader_lr: float = 1e-4
     retriever_lr: float = 1e-5
-    weight_decay: float = 0.1
-    warmup_steps: int = 10
-    scheduler: str = "cosine"
-    lr_min_ratio: float = 0.1  # the schedule ends at lr_min_ratio x the peak (Atlas's "ratio")
-    clip_norm: float = 1.0
-    clip_groups: str = "joint"  # joint (Atlas: one norm over reader + retriever) | separate (one norm each)
     retriever_loss: str = "pdist"
     temperature_score: float = 0.01
     temperature_gold: float = 0.01
@@ -51,30 +44,15 @@ class TrainConfig:
     refresh: str = "none"
     refresh_schedule: str = "0-1000000:500"
     rerank_candidates: int = 20
-    eval_every: int = 0
-    save_every: int = 0
-    eval_batch_size: int = 16
-    task: str | None = None  # evaluation task (qa | mc | kilt); None = read off the examples
-    debias: bool = True  # multiple choice: also score every cyclic permutation of the options
-    amp: str | None = None  # "bf16" / "fp16" on CUDA; ignored on CPU
     gradient_checkpointing: bool = False
     retriever_dropout: float | None = None  # None: the retriever's own; 0 turns it off (2.1x faster both-side steps on CPU)
-    seed: int = 0
-    output_dir: str | None = None
-    log_every: int = 10
-    tensorboard: bool = True
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.refresh not in REFRESH:
             raise ValueError(f"refresh must be one of {REFRESH}, got {self.refresh!r}")
-        if self.scheduler not in SCHEDULERS:
-            raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
-        if self.clip_groups not in CLIP_GROUPS:
-            raise ValueError(f"clip_groups must be one of {CLIP_GROUPS}, got {self.clip_groups!r}")
-        if not 0.0 <= self.lr_min_ratio <= 1.0:
-            raise ValueError(f"lr_min_ratio must be in [0, 1], got {self.lr_min_ratio!r}")
-        if self.accumulation < 1 or self.batch_size < 1 or self.n_context < 1:
-            raise ValueError("batch_size, accumulation and n_context must be >= 1")
+        if self.n_context < 1:
+            raise ValueError("n_context must be >= 1")
         parse_schedule(self.refresh_schedule)
         if self.retriever_dropout is not None and not 0.0 <= self.retriever_dropout < 1.0:
             raise ValueError(f"retriever_dropout must be in [0, 1) or None, got {self.retriever_dropout!r}")
@@ -82,17 +60,6 @@ class TrainConfig:
     @property
     def trains_retriever(self) -> bool:
         return self.retriever_loss != "none" and self.retriever_lr > 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown training option(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-        return cls(**values)
 
 
 def parse_schedule(spec: str | int) -> list[tuple[int, int, int]]:

@@ -109,12 +109,12 @@ def test_two_gloo_ranks_build_the_index_one_process_builds(tmp_path, corpus, tin
     import torch.distributed as dist
     import torch.multiprocessing as mp
 
-    from tests.train.test_distributed import _free_port
+    from tests.conftest import free_port
 
     if not dist.is_available() or not dist.is_gloo_available():
         pytest.skip("no Gloo backend")
     corpus.to_jsonl(tmp_path / "c.jsonl")
-    mp.spawn(_rank, args=(2, _free_port(), str(tmp_path / "c.jsonl"), str(tmp_path / "ddp")), nprocs=2, join=True)
+    mp.spawn(_rank, args=(2, free_port(), str(tmp_path / "c.jsonl"), str(tmp_path / "ddp")), nprocs=2, join=True)
     one = build_faiss_index(corpus, tiny_retriever, tmp_path / "one", chunk_size=20)
     two = FaissIndex.load(tmp_path / "ddp")
     assert two.passages.ids == one.passages.ids

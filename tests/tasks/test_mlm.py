@@ -53,7 +53,7 @@ def test_mlm_examples_are_seeded_and_exclude_their_source():
 
 def test_trainer_keeps_the_source_passage_out_of_retrieval():
     from atlas_kit.train import TrainConfig, Trainer
-    from tests.train.test_trainer import make_setup
+    from tests.conftest import make_setup
 
     atlas, _ = make_setup()
     passages = list(atlas.index.passages)
@@ -70,9 +70,9 @@ def test_trainer_keeps_the_source_passage_out_of_retrieval():
 
 
 def test_mlm_format_in_recipes(tmp_path):
-    from atlas_kit.recipes import load_examples
+    from atlas_kit.tasks import get_task
 
     corpus = tmp_path / "c.jsonl"
     corpus.write_text("".join(f'{{"id": "p{i}", "title": "T", "text": "{" ".join(["w"] * 12)} end{i}"}}\n' for i in range(3)))
-    examples = load_examples(corpus, "mlm", seed=3)
+    examples = get_task({"name": "mlm", "seed": 3}).load(corpus)
     assert [e.metadata["exclude_ids"] for e in examples] == [["p0"], ["p1"], ["p2"]]

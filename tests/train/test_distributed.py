@@ -14,7 +14,6 @@ more. (Retrieval still searches float32 vectors; both sides retrieve the same pa
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
@@ -23,7 +22,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
 from atlas_kit.train import TrainConfig, Trainer
-from tests.train.test_trainer import make_setup
+from tests.conftest import free_port, make_setup
 
 STEPS = 1
 REL_TOL = 1e-9  # float64: rounding noise ~1e-13 (see the module docstring)
@@ -77,16 +76,10 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="no Gloo backend")
 def test_two_gloo_ranks_equal_one_process_with_the_global_batch(tmp_path):
     out = str(tmp_path / "ddp.safetensors")
-    mp.spawn(_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), out), nprocs=2, join=True)
     ddp = load_file(out)
 
     threads = torch.get_num_threads()

@@ -11,8 +11,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from atlas_kit.train import TrainConfig, Trainer
-from tests.train.test_distributed import _free_port
-from tests.train.test_trainer import make_setup
+from tests.conftest import free_port
+from tests.conftest import make_setup
 
 
 def _config() -> TrainConfig:
@@ -38,7 +38,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="no Gloo backend")
 def test_two_ranks_reindex_their_shards_and_match_one_process(tmp_path):
     out = str(tmp_path / "emb")
-    mp.spawn(_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), out), nprocs=2, join=True)
     atlas, _ = make_setup()
     Trainer(atlas, _config()).reindex()
     single = np.asarray(atlas.index.embeddings, dtype=np.float32)

@@ -6,26 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from atlas_kit import Atlas, Passages, Reader
-from atlas_kit.index import FaissIndex
 from atlas_kit.tasks.qa import QAExample
-from atlas_kit.tokenization import train_word_tokenizer
 from atlas_kit.train import TrainConfig, Trainer
 from atlas_kit.train.config import due, parse_schedule
-from atlas_kit.world import World
-from tests.conftest import make_tiny_retriever
-
-
-def make_setup(seed: int = 0):
-    world = World.generate(12, seed=3, granularity="fact", typed_values=True)
-    passages = Passages.from_records(world.passages())
-    retriever = make_tiny_retriever(seed=seed)
-    index = FaissIndex.build(passages, retriever, embeddings_dtype="float32")
-    reader = Reader.from_config(train_word_tokenizer(world.texts()), d_model=32, num_layers=1, num_heads=2,
-                                dropout=0.1, seed=seed, text_maxlength=40, answer_maxlength=6)
-    atlas = Atlas(retriever, reader, index)
-    examples = [QAExample(q.id, q.question, q.answers, q.gold_ids) for q in world.questions()]
-    return atlas, examples
+from tests.conftest import make_setup
 
 
 def params(module):
@@ -186,7 +170,7 @@ def test_a_reader_only_run_does_not_freeze_the_retriever_for_later_runs():
 
 
 def test_defaults_follow_atlas_and_the_schedules_end_at_the_floor():
-    from atlas_kit.train.trainer import _lr_lambda
+    from atlas_kit.train.loop import lr_lambda as _lr_lambda
 
     cfg = TrainConfig()
     assert (cfg.weight_decay, cfg.scheduler, cfg.lr_min_ratio, cfg.clip_norm, cfg.clip_groups) == (0.1, "cosine", 0.1, 1.0, "joint")
