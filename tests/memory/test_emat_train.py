@@ -28,8 +28,8 @@ def toy(n_entities: int = 6):
 def test_auto_encoding_losses_fall_and_the_memory_is_refreshed_on_schedule(tmp_path):
     torch.set_num_threads(1)
     model, memory, examples = toy()
-    cfg = EMATTrainConfig(steps=40, batch_size=8, lr=3e-3, k=2, candidates=8, negatives=4, warmup_steps=4,
-                          weights={"key_ae": 0.5, "value_ae": 0.5, "generation": 1.0}, refresh_schedule="0-100:15",
+    cfg = EMATTrainConfig(steps=30, batch_size=8, lr=3e-3, k=2, candidates=8, negatives=4, warmup_steps=4,
+                          weights={"key_ae": 0.5, "value_ae": 0.5, "generation": 1.0}, refresh_schedule="0-100:12",
                           tensorboard=False, log_every=1, output_dir=str(tmp_path / "run"), seed=0)
     step = EMATStep(model, memory, cfg)
     before = memory.fingerprint
@@ -41,7 +41,7 @@ def test_auto_encoding_losses_fall_and_the_memory_is_refreshed_on_schedule(tmp_p
         start = sum(h[name] for h in first) / len(first)
         end = sum(h[name] for h in last) / len(last)
         assert end < 0.8 * start, (name, start, end)
-    assert step.refreshes == 2  # after steps 15 and 30
+    assert step.refreshes == 2  # after steps 12 and 24
     assert memory.fingerprint != before
     metrics = step.evaluate(examples[:6], loop.step, out=tmp_path / "eval")
     assert memory.fingerprint == model.fingerprint()  # evaluation read a memory encoded by these weights
