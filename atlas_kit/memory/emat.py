@@ -209,8 +209,8 @@ class EMAT(nn.Module):
         if self.value_layer > 0:  # blocks above 0 read block 0's position bias
             named.update({f"block0.{k}": v for k, v in enc.block[0].state_dict().items()})
         named.update({f"emat.{k}": v for k, v in self.state_dict().items() if not k.startswith("reader.")})
-        version = sum(getattr(t, "_version", 0) for t in named.values())
-        key = hash((version, tuple(t.data_ptr() for t in named.values())))
+        weights = [t for name, t in named.items() if name != "settings"]  # the settings tensor is new each call
+        key = hash((sum(t._version for t in weights), tuple(t.data_ptr() for t in weights)))
         if self._fingerprint_cache is not None and self._fingerprint_cache[0] == key:
             return self._fingerprint_cache[1]
         h = hashlib.sha256()
