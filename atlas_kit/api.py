@@ -36,6 +36,7 @@ class Answer:
     question: str
     text: str
     passages: Hits
+    memory: list[tuple[str, str]] | None = None  # EMAT: the (question, answer) slots read, best first
 
     def __str__(self) -> str:
         return self.text
@@ -51,25 +52,35 @@ class Atlas:
         reranker: optional; re-scores candidates (see :mod:`atlas_kit.rerank`).
         k: default number of passages given to the reader.
         allow_mismatch: accept a dense index built by a different encoder fingerprint.
+        memory: an EMAT key-value memory (:class:`~atlas_kit.memory.emat_memory.QAMemory`) read by
+            an :class:`~atlas_kit.memory.emat.EMAT` reader: ``ask`` then answers from the memory
+            alone (no retriever, no index needed) or from memory + retrieved passages.
+        memory_k: memory slots read per question (EMAT's ``num_values``).
     """
 
     def __init__(
         self,
-        retriever: Retriever,
+        retriever: Retriever | None = None,
         reader: Reader | None = None,
         index: Index | None = None,
         reranker: Any = None,
         k: int = 20,
         allow_mismatch: bool = False,
+        memory: Any = None,
+        memory_k: int = 10,
     ) -> None:
         self.retriever = retriever
         self.reader = reader
         self.reranker = reranker
         self.k = k
+        self.memory_k = memory_k
         self._swap_lock = threading.Lock()
         if index is not None:
             index.check_compatible(retriever, allow_mismatch=allow_mismatch)
         self._index = index
+        if memory is not None:
+            memory.check_compatible(reader, allow_mismatch=allow_mismatch)
+        self._memory = memory
 
     # ------------------------------------------------------------------ index
     @property
@@ -91,6 +102,33 @@ class Atlas:
             old, self._index = self._index, new_index
         log.info("swapped index: %s -> %s", _describe(old), _describe(new_index))
         return old
+
+    # ------------------------------------------------------------------ memory (EMAT)
+    @property
+    def memory(self) -> Any:
+        return self._memory
+
+    def swap_memory(self, new_memory: Any, allow_mismatch: bool = False) -> Any:
+        """Point the live model at another EMAT memory (checked against the reader's weights
+        first) and return the previous one; like :meth:`swap_index`, one reference assignment."""
+        new_memory.check_compatible(self.reader, allow_mismatch=allow_mismatch)
+        with self._swap_lock:
+            old, self._memory = self._memory, new_memory
+        log.info("swapped memory: %s -> %s", getattr(old, "path", old), getattr(new_memory, "path", new_memory))
+        return old
+
+    def _ask_memory(self, qs: list[str], memory: Any, k: int | None, candidates: int | None, batch_size: int,
+                    num_beams: int, max_length: int | None, show_progress: bool) -> list[Answer]:
+        """EMAT: the memory's slots (and the retrieved passages, when there is an index)."""
+        hits = self.retrieve(qs, k=k, candidates=candidates) if self._index is not None else None
+        texts, rows = self.reader.generate(
+            qs, [list(h) for h in hits] if hits is not None else None, memory=memory, k=self.memory_k,
+            max_length=max_length, num_beams=num_beams, batch_size=batch_size, show_progress=show_progress,
+            return_slots=True,
+        )
+        empty = Hits(None, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), [])
+        return [Answer(q, t, hits[i] if hits is not None else empty, memory.pairs([r for r in rows[i] if r >= 0]))
+                for i, (q, t) in enumerate(zip(qs, texts))]
 
     # ------------------------------------------------------------------ retrieval
     def retrieve(
@@ -138,9 +176,13 @@ class Atlas:
             raise RuntimeError("this Atlas has no reader: pass reader=... (retrieve() works without one)")
         single = isinstance(questions, str)
         qs = [questions] if single else list(questions)
-        hits = self.retrieve(qs, k=k, candidates=candidates)
         if show_progress is None:
             show_progress = len(qs) > 4 * batch_size
+        memory = self._memory  # read once: a concurrent swap cannot split this call
+        if memory is not None:
+            answers = self._ask_memory(qs, memory, k, candidates, batch_size, num_beams, max_length, show_progress)
+            return answers[0] if single else answers
+        hits = self.retrieve(qs, k=k, candidates=candidates)
         texts = self.reader.generate(
             qs, [list(h) for h in hits], max_length=max_length, num_beams=num_beams,
             batch_size=batch_size, show_progress=show_progress,
@@ -156,14 +198,20 @@ class Atlas:
         relative to ``folder`` when it has one, so a run folder holding both can be moved."""
         folder = Path(folder)
         with atomic_dir(folder) as tmp:
-            self.retriever.save_pretrained(tmp / "retriever")
+            if self.retriever is not None:
+                self.retriever.save_pretrained(tmp / "retriever")
             if self.reader is not None:
                 self.reader.save_pretrained(tmp / "reader")
             index_path = getattr(self._index, "path", None) if self._index is not None else None
+            memory_path = getattr(self._memory, "path", None) if self._memory is not None else None
             atomic_write_json(tmp / CONFIG_NAME, {
                 "k": self.k,
                 "index": _relative_to(index_path, folder) if index_path else None,
                 "has_reader": self.reader is not None,
+                "has_retriever": self.retriever is not None,
+                "reader_kind": "emat" if self._memory is not None or _is_emat(self.reader) else "fid",
+                "memory": _relative_to(memory_path, folder) if memory_path else None,
+                "memory_k": self.memory_k,
             })
             write_model_card(tmp)  # README.md with the Hub's metadata block
 
@@ -181,7 +229,19 @@ class Atlas:
         index that no longer exists is an error only when retrieval is attempted."""
         folder = Path(folder)
         cfg = read_json(folder / CONFIG_NAME)
-        retriever = Retriever.from_pretrained(folder / "retriever", device=device)
+        retriever = Retriever.from_pretrained(folder / "retriever", device=device) if cfg.get("has_retriever", True) else None
+        if cfg.get("reader_kind") == "emat":  # an EMAT reader and its memory
+            from atlas_kit.memory.emat import EMAT
+            from atlas_kit.memory.emat_memory import QAMemory
+
+            reader = EMAT.from_pretrained(folder / "reader", device=device)
+            memory = QAMemory.load(folder / cfg["memory"], reader, allow_mismatch) if cfg.get("memory") else None
+            if index is None and cfg.get("index") and (folder / cfg["index"]).exists():
+                index = folder / cfg["index"]
+            if isinstance(index, (str, os.PathLike)):
+                index = load_index(index, retriever=retriever, allow_mismatch=allow_mismatch)
+            return cls(retriever, reader, index, k=k or cfg.get("k", 20), allow_mismatch=allow_mismatch, memory=memory,
+                       memory_k=cfg.get("memory_k", 10))
         reader = Reader.from_pretrained(str(folder / "reader")) if cfg.get("has_reader") else None
         if reader is not None and device is not None:
             reader.to(device)
@@ -194,6 +254,10 @@ class Atlas:
         if isinstance(index, (str, os.PathLike)):
             index = load_index(index, retriever=retriever, allow_mismatch=allow_mismatch)
         return cls(retriever, reader, index, k=k or cfg.get("k", 20), allow_mismatch=allow_mismatch)
+
+
+def _is_emat(reader: Any) -> bool:
+    return type(reader).__name__ == "EMAT"
 
 
 def _relative_to(path: str | os.PathLike, folder: Path) -> str:

@@ -543,7 +543,14 @@ def build_parser() -> argparse.ArgumentParser:
     srv.set_defaults(func=_cmd_serve)
 
     _add_interop_commands(sub)
+    _add_memory_commands(sub)
     return parser
+
+
+def _add_memory_commands(sub: Any) -> None:
+    from atlas_kit.memory_cli import add_memory_commands  # argparse only: atlas_kit.memory imports torch
+
+    add_memory_commands(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

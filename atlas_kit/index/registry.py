@@ -22,6 +22,7 @@ INDEX_KINDS: dict[str, type[Index]] = {}
 # kept as names so that index/ never imports the packages built on top of it.
 FOLDER_KINDS: dict[str, tuple[str, str]] = {
     "kv_memory": ("atlas_kit.memory.kv_memory", "KVMemory"),
+    "emat_memory": ("atlas_kit.memory.emat_memory", "QAMemory"),
 }
 
 T = TypeVar("T", bound=type)
