@@ -221,7 +221,7 @@ def test_rmt_copies_across_three_segments_with_the_curriculum():
 def test_shipped_rmt_recipes_are_valid():
     from pathlib import Path
 
-    recipes = sorted((Path(__file__).resolve().parents[2] / "recipes" / "memory").glob("*.yaml"))
+    recipes = sorted((Path(__file__).resolve().parents[2] / "recipes" / "memory").glob("rmt-*.yaml"))
     assert len(recipes) == 3
     for path in recipes:
         recipe = load_rmt_recipe(path)
