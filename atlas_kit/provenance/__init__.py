@@ -7,21 +7,8 @@ behaviour of its reference scripts (``kilt/eval_retrieval.py``, ``kilt/eval_down
 the numbers reported by atlas_kit are comparable with published KILT numbers; the tests check them
 against KILT's own test fixtures and expected values.
 
-Page identity
--------------
-A retrieved passage and a gold provenance entry are both reduced to a :class:`Page`: its
-``wikipedia_id`` (when the record carries one: a KILT provenance entry, or a passage whose
-metadata has ``wikipedia_id``) and its title, normalised by :func:`normalize_title`. A retrieved
-page matches a gold page
-
-* by ``wikipedia_id`` when **both** sides have one (titles are then ignored: ids are stable
-  across Wikipedia snapshots, titles are not);
-* by normalised title otherwise (e.g. a passage corpus without ids scored against KILT gold,
-  or FEVER's title-only evidence).
-
-A bare string given as a retrieved page matches a gold page whose ``wikipedia_id`` equals it or
-whose normalised title equals its normalised form (a page *titled* like another page's numeric id
-would collide; this does not happen in practice and callers that care pass :class:`Page` objects).
+Page identity (which retrieved passage is which gold page) is defined in
+:mod:`atlas_kit.provenance.pages`; the scores are in :mod:`atlas_kit.provenance.scoring`.
 
 Deviations from KILT's scripts, on inputs those scripts reject or crash on, are documented where
 they happen (examples without gold answers, empty provenance lists).
