@@ -1,8 +1,9 @@
-"""``atlas-kit memory ...``: build, inspect and answer with EMAT key-value memories.
+"""``atlas-kit memory ...``: build, inspect and answer with EMAT key-value memories; train kNN-memory LMs.
 
     atlas-kit memory build PAQ.jsonl --model EMAT_FOLDER --out kb@v1 [--format qa] [--backend HNSW32]
     atlas-kit memory info kb@v1
     atlas-kit memory ask "question" --model EMAT_FOLDER --memory kb@v1 [--k 10] [--index wiki@2018]
+    atlas-kit memory knn train recipes/memory/knn-passkey-tiny.yaml [train.steps=200 cross_batch.d=1]
 
 ``--model`` is an EMAT folder (``EMAT.save_pretrained``) or a saved ``Atlas`` with an EMAT reader
 (``Atlas.save_pretrained``: its memory and k are used unless given). Memories are index folders:
@@ -106,9 +107,15 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_knn_train(args: argparse.Namespace) -> int:
+    from atlas_kit.memory.knn_recipe import run_command
+
+    return run_command(args)
+
+
 def add_memory_commands(sub: Any) -> None:
-    """Register ``memory build | info | ask`` on the top-level sub-parser."""
-    mem = sub.add_parser("memory", help="EMAT key-value memories of QA pairs: build, info, ask")
+    """Register ``memory build | info | ask | knn train`` on the top-level sub-parser."""
+    mem = sub.add_parser("memory", help="EMAT key-value memories of QA pairs (build, info, ask); kNN-memory LMs (knn train)")
     msub = mem.add_subparsers(dest="memory_command", metavar="ACTION")
     build = msub.add_parser("build", help="encode a QA-pair file (PAQ jsonl {question, answer}, NQ/TriviaQA jsonl, ...)")
     build.add_argument("pairs")
@@ -126,6 +133,13 @@ def add_memory_commands(sub: Any) -> None:
     info.add_argument("memory")
     info.add_argument("--root", default=None)
     info.set_defaults(func=_cmd_info)
+    knn = msub.add_parser("knn", help="kNN-memory language models (Memorizing Transformer, FoT)")
+    ksub = knn.add_subparsers(dest="knn_command", metavar="ACTION")
+    train = ksub.add_parser("train", help="train and evaluate a kNN-memory LM from a recipe (recipes/memory/knn-*.yaml)")
+    train.add_argument("recipe", help="YAML recipe (see recipes/memory/knn-*.yaml)")
+    train.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.steps=200 cross_batch.d=1")
+    train.add_argument("-v", "--verbose", action="count", default=0)
+    train.set_defaults(func=_cmd_knn_train)
     ask = msub.add_parser("ask", help="answer from a memory (and passages with --index)")
     ask.add_argument("question")
     ask.add_argument("--model", required=True)

@@ -57,7 +57,8 @@ def memory_attention(
     q_for_memory: torch.Tensor | None = None,
     scale: float | None = None,
     return_memory_mass: bool = False,
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    return_memory_probs: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """Causal local attention over ``k``/``v`` plus attention over retrieved memory entries.
 
     Args:
@@ -73,6 +74,9 @@ def memory_attention(
             ``memory_positions="none"``); default ``q``.
         scale: logit scale (default 1 / sqrt(D)).
         return_memory_mass: also return [B, H, T] the attention probability mass on the memory.
+        return_memory_probs: also return [B, H, T, K] the weight of each memory entry in the
+            output (FoT: its softmax probability; Memorizing: the gate times the memory softmax);
+            it sums to the memory mass. Returned after the mass when both are asked for.
 
     A query whose memory entries are all masked - or no memory at all - gets exactly the plain
     causal attention over the local keys. Local attention is causal: position t sees 0 .. t only.
@@ -89,34 +93,41 @@ def memory_attention(
     local = local.masked_fill(~allowed, float("-inf"))
     if mem_k is None or mem_v is None:
         out = torch.softmax(local, dim=-1) @ v
-        return (out, q.new_zeros(b, h, t)) if return_memory_mass else out
-    if mem_k.dim() == 4:  # the same entries for every query
-        mem_k, mem_v = mem_k[:, :, None].expand(b, h, t, -1, -1), mem_v[:, :, None].expand(b, h, t, -1, -1)
-        if mem_mask is not None:
-            mem_mask = mem_mask[:, :, None].expand(b, h, t, -1)
+        extra = ([q.new_zeros(b, h, t)] if return_memory_mass else []) + (
+            [q.new_zeros(b, h, t, 0)] if return_memory_probs else [])
+        return (out, *extra) if extra else out
+    shared = mem_k.dim() == 4  # the same entries for every query: no [B, H, T, K, D] copies
     if mem_mask is None:
         mem_mask = torch.ones(mem_k.shape[:-1], dtype=torch.bool, device=q.device)
+    if shared and mem_mask.dim() == 3:
+        mem_mask = mem_mask[:, :, None].expand(b, h, t, -1)
     qm = q if q_for_memory is None else q_for_memory
-    mem = torch.einsum("bhtd,bhtkd->bhtk", qm, mem_k) * scale
+    mem = torch.einsum("bhtd,bhkd->bhtk" if shared else "bhtd,bhtkd->bhtk", qm, mem_k) * scale
     mem = mem.masked_fill(~mem_mask.bool(), float("-inf"))
     has_memory = mem_mask.any(dim=-1)  # [B, H, T]
     plain = torch.softmax(local, dim=-1) @ v
     if combine == "single":
         probs = torch.softmax(torch.cat([mem, local], dim=-1), dim=-1)
         p_mem, p_loc = probs[..., : mem.shape[-1]], probs[..., mem.shape[-1]:]
-        mixed = torch.einsum("bhtk,bhtkd->bhtd", p_mem, mem_v) + p_loc @ v
+        mixed = (p_mem @ mem_v if shared else torch.einsum("bhtk,bhtkd->bhtd", p_mem, mem_v)) + p_loc @ v
         mass = p_mem.sum(-1)
+        weights = p_mem
     else:
         if gate is None:
             raise ValueError("combine='gate' needs the per-head gate logits (gate=[H])")
         g = torch.sigmoid(gate.to(q.dtype))[None, :, None, None]
         p_mem = torch.softmax(mem.masked_fill(~has_memory[..., None], 0.0), dim=-1)  # rows without memory: unused
-        mixed = g * torch.einsum("bhtk,bhtkd->bhtd", p_mem, mem_v) + (1 - g) * plain
+        read = p_mem @ mem_v if shared else torch.einsum("bhtk,bhtkd->bhtd", p_mem, mem_v)
+        mixed = g * read + (1 - g) * plain
         mass = (g[..., 0] * torch.ones_like(has_memory, dtype=q.dtype))
+        weights = g * p_mem
     out = torch.where(has_memory[..., None], mixed, plain)
+    extra = []
     if return_memory_mass:
-        return out, torch.where(has_memory, mass, torch.zeros_like(mass))
-    return out
+        extra.append(torch.where(has_memory, mass, torch.zeros_like(mass)))
+    if return_memory_probs:
+        extra.append(torch.where(has_memory[..., None], weights, torch.zeros_like(weights)))
+    return (out, *extra) if extra else out
 
 
 def cross_batch_memory(prev_k: torch.Tensor, prev_v: torch.Tensor, d: int,

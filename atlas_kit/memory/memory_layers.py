@@ -16,21 +16,38 @@ every memory key stood at position 0: the rotated query against the unrotated ke
 head (its KV head repeated) are stored per query head - simple, at ``num_heads / num_kv_heads``
 times the memory.
 
+Two ways to fill the memory a layer reads:
+
+* the kNN memory (inference, and Memorizing-style training): ``documents`` names each row's
+  namespace; the layer searches the top-k entries per query and head and writes its keys after;
+* a dense memory given per layer (:class:`DenseMemory`, FoT's cross-batch training, see
+  :mod:`atlas_kit.memory.cross_batch`): every query sees all its row's entries (its own previous
+  context and ``d - 1`` other documents'), differentiably; ``capture`` collects each memory
+  layer's keys and values of the segment (with their graph) to build the next segment's memory.
+  The layer also records the attention mass on the row's *own* entries (``relevant_mass``), the
+  quantity of FoT's distraction analysis.
+
 Padding inside a segment is not supported by the memory layers (long documents are cut into full
 windows); the model's own layers keep their usual attention.
 """
 from __future__ import annotations
 
 import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Hashable, Sequence
 
 import numpy as np
 import torch
+from safetensors.torch import load_model, save_model
+
+from atlas_kit.storage import atomic_dir, atomic_write_json, read_json
 
 from atlas_kit.memory.knn_attention import COMBINES, memory_attention, rotate
 from atlas_kit.memory.kv_memory import KVMemory
 
-__all__ = ["KNNMemoryModel", "MemoryAttention", "FAMILIES"]
+__all__ = ["KNNMemoryModel", "MemoryAttention", "DenseMemory", "FAMILIES"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +66,18 @@ def _family(model: torch.nn.Module) -> str:
 
 def _blocks(model: torch.nn.Module, family: str) -> Any:
     return model.transformer.h if family == "gpt2" else model.model.layers
+
+
+@dataclass
+class DenseMemory:
+    """One memory layer's entries for every row, read without search: ``keys`` / ``values``
+    [B, H, K, D], ``mask`` [B, H, K] (True = real entry), ``owner`` [B, K] (the row each entry came
+    from; the row's own entries are the relevant ones)."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+    mask: torch.Tensor
+    owner: torch.Tensor
 
 
 class MemoryAttention(torch.nn.Module):
@@ -92,13 +121,23 @@ class MemoryAttention(torch.nn.Module):
             kwargs["position_embeddings"] = args[0]
         q, k, v, k_store, q_mem = self._qkv(hidden_states, kwargs)
         mem_k = mem_v = mem_mask = None
-        if owner.documents is not None:
+        dense = (owner.dense or {}).get(self.layer)
+        if dense is not None:
+            mem_k, mem_v, mem_mask = dense.keys, dense.values, dense.mask
+        elif owner.documents is not None:
             mem_k, mem_v, mem_mask = owner._retrieve(self.layer, q_mem)
         scale = getattr(self.inner, "scaling", None) or self.head_dim ** -0.5
-        out, mass = memory_attention(q, k, v, mem_k, mem_v, mem_mask, combine=owner.combine, gate=self.gate,
-                                     q_for_memory=q_mem, scale=scale, return_memory_mass=True)
+        out, mass, probs = memory_attention(q, k, v, mem_k, mem_v, mem_mask, combine=owner.combine, gate=self.gate,
+                                            q_for_memory=q_mem, scale=scale, return_memory_mass=True,
+                                            return_memory_probs=True)
         owner._last_mass[self.layer] = mass.detach()
-        if owner.documents is not None and owner.update_memory:
+        if dense is not None:
+            rows = torch.arange(q.shape[0], device=q.device)[:, None]
+            own = (dense.owner.to(q.device) == rows)[:, None, None, :]  # [B, 1, 1, K]
+            owner._last_relevant[self.layer] = (probs * own).sum(-1).detach()
+        if owner.capture is not None:
+            owner.capture[self.layer] = (k_store, v)
+        if dense is None and owner.documents is not None and owner.update_memory:
             owner._store(self.layer, k_store, v)
         out = out.transpose(1, 2).reshape(hidden_states.shape[0], hidden_states.shape[1], -1)
         if self.family == "gpt2":
@@ -148,7 +187,42 @@ class KNNMemoryModel(torch.nn.Module):
             self.memory_layers[str(i)] = layer
         self.documents: list[Hashable] | None = None
         self.update_memory = True
+        self.dense: dict[int, DenseMemory] | None = None
+        self.capture: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None
         self._last_mass: dict[int, torch.Tensor] = {}
+        self._last_relevant: dict[int, torch.Tensor] = {}
+        self.settings = {"layers": self.layers, "k": self.k, "combine": combine, "memory_positions": memory_positions,
+                         "capacity": int(capacity), "backend": backend, "gate_init": float(gate_init)}
+
+    # ------------------------------------------------------------------ saving and loading
+    @classmethod
+    def from_backbone(cls, name_or_path: str | os.PathLike, layers: Sequence[int], **settings: Any) -> "KNNMemoryModel":
+        """A hub id or local folder of a GPT-2 / Llama-family causal LM, with memory ``layers``."""
+        from transformers import AutoModelForCausalLM
+
+        return cls(AutoModelForCausalLM.from_pretrained(str(name_or_path)), layers=layers, **settings)
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        """Backbone config, all weights (safetensors, the gates included) and the memory-layer
+        settings, published atomically. The kNN memory itself is not saved here (it is per
+        document; :meth:`KVMemory.save` saves one in the index-folder format)."""
+        with atomic_dir(folder) as tmp:
+            self.model.config.save_pretrained(tmp / "backbone")
+            save_model(self, str(tmp / "model.safetensors"))
+            atomic_write_json(tmp / "knn_memory.json", self.settings)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike) -> "KNNMemoryModel":
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        folder = Path(folder)
+        if not (folder / "knn_memory.json").is_file():
+            raise FileNotFoundError(f"{folder}: not a saved KNNMemoryModel (no knn_memory.json)")
+        settings = read_json(folder / "knn_memory.json")
+        backbone = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder / "backbone"))
+        model = cls(backbone, **settings)
+        load_model(model, str(folder / "model.safetensors"))
+        return model
 
     # ------------------------------------------------------------------ memory plumbing
     def _namespace(self, doc: Hashable, layer: int, head: int) -> str:
@@ -191,20 +265,55 @@ class KNNMemoryModel(torch.nn.Module):
         """Per memory layer, [B, H, T] the attention probability on memory in the last forward."""
         return dict(self._last_mass)
 
+    def relevant_mass(self) -> dict[int, torch.Tensor]:
+        """Per memory layer, [B, H, T] the attention probability on the row's own entries of the
+        dense memory in the last forward that had one (FoT's distraction measure)."""
+        return dict(self._last_relevant)
+
+    def new_memory(self, capacity: int | None = None, backend: str | None = None) -> KVMemory:
+        """Replace the kNN memory by an empty one (another capacity per namespace - tokens per
+        document, layer and head - or another FAISS backend); returns it."""
+        if capacity is not None:
+            self.settings["capacity"] = int(capacity)
+        if backend is not None:
+            self.settings["backend"] = backend
+        self.memory = KVMemory(self.memory.dim, capacity=self.settings["capacity"], backend=self.settings["backend"])
+        return self.memory
+
     # ------------------------------------------------------------------ forward
     def forward(self, input_ids: torch.Tensor, documents: Sequence[Hashable] | None = None,
-                labels: torch.Tensor | None = None, update_memory: bool = True, **kwargs: Any) -> Any:
+                labels: torch.Tensor | None = None, update_memory: bool = True,
+                dense: dict[int, DenseMemory] | None = None,
+                capture: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None,
+                hidden_only: bool = False, **kwargs: Any) -> Any:
         """One segment per row: ``documents[i]`` names row i's document (its memory namespace);
         ``None`` = no memory (the plain model, same weights). With ``update_memory`` the segment's
-        keys and values are written to the memory after it is read."""
+        keys and values are written to the memory after it is read.
+
+        ``dense``: per memory layer, a :class:`DenseMemory` read instead of the kNN memory (nothing
+        is written to the kNN memory then); ``capture``: a dict that receives, per memory layer,
+        the segment's (keys, values) [B, H, T, D] with their graph. ``hidden_only``: return the
+        backbone's last hidden states [B, T, E] instead of the LM output (callers that need logits
+        at a few positions only apply :meth:`lm_head` there)."""
         if documents is not None and len(documents) != input_ids.shape[0]:
             raise ValueError(f"{input_ids.shape[0]} rows but {len(documents)} documents")
+        if dense is not None and set(dense) - set(self.layers):
+            raise ValueError(f"dense memory for layers {sorted(set(dense) - set(self.layers))}, "
+                             f"which have no memory attention (memory layers: {self.layers})")
         self.documents = list(documents) if documents is not None else None
         self.update_memory = update_memory
+        self.dense, self.capture = dense, capture
         try:
+            if hidden_only:
+                return self.model.base_model(input_ids=input_ids, **kwargs).last_hidden_state
             return self.model(input_ids=input_ids, labels=labels, **kwargs)
         finally:
             self.documents = None
+            self.dense = self.capture = None
+
+    def lm_head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The LM's output layer: logits for hidden states from ``forward(..., hidden_only=True)``."""
+        return self.model.get_output_embeddings()(hidden)
 
     def entries(self, document: Hashable) -> int:
         """Memory entries stored for ``document`` (over all memory layers and heads)."""

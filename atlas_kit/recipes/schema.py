@@ -26,7 +26,7 @@ import difflib
 import os
 import typing
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal, Sequence, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
@@ -209,8 +209,10 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
     return validate_recipe(recipe, where=where)
 
 
-def apply_overrides(recipe: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """``train.steps=200 data.shots=64 reader=google/t5-base-lm-adapt task.debias=false``."""
+def apply_overrides(recipe: dict[str, Any], overrides: list[str] | Sequence[str],
+                    model: type[BaseModel] = Recipe) -> dict[str, Any]:
+    """``train.steps=200 data.shots=64 reader=google/t5-base-lm-adapt task.debias=false``; keys
+    are checked against ``model`` (another family's recipe schema for its recipes)."""
     out = copy.deepcopy(recipe)
     for item in overrides:
         if "=" not in item:
@@ -221,8 +223,8 @@ def apply_overrides(recipe: dict[str, Any], overrides: list[str]) -> dict[str, A
         nested: Any = value
         for part in reversed(parts[1:]):
             nested = {part: nested}
-        if parts[0] != "task":
-            check_keys({parts[0]: nested}, f"override {item!r}")
+        if parts[0] != "task" or model is not Recipe:
+            check_keys({parts[0]: nested}, f"override {item!r}", model)
         node = out
         for part in parts[:-1]:
             if part == "task" and isinstance(node.get(part), str):
