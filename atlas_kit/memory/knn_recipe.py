@@ -135,18 +135,16 @@ def load_knn_recipe(source: str | Path | dict[str, Any], overrides: Sequence[str
 
 
 def _tokenizer(model: dict[str, Any]):
-    from atlas_kit.tokenization import default_tokenizer
-
+    """``default`` (or nothing, with a config-built model) = the bundled MiniLM WordPiece tokenizer;
+    a hub id / folder; nothing with a ``backbone`` = the backbone's own."""
     name = model.get("tokenizer")
-    if name in (None, "default"):
-        return default_tokenizer() if name == "default" or not model["backbone"] else _hub_tokenizer(model["backbone"])
-    return _hub_tokenizer(name)
+    if name == "default" or (name is None and not model["backbone"]):
+        from atlas_kit.tokenization import default_tokenizer
 
-
-def _hub_tokenizer(name: str):
+        return default_tokenizer()
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(name))
+    return AutoTokenizer.from_pretrained(str(name or model["backbone"]))
 
 
 def build_knn_model(model: dict[str, Any], vocab_size: int, seed: int = 0):

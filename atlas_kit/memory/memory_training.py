@@ -160,7 +160,7 @@ def dense_score(model: KNNMemoryModel, examples: Sequence[LMExample], window: in
             scored = _scored(labels)
             gold = labels[:, 1:][scored[:, :-1]]
             r = scored.nonzero()[:, 0]
-            _tally(model.lm_head(hidden[scored]), gold, torch.tensor([g * d + int(i) for i in r]), len(examples), acc)
+            _tally(model.lm_head(hidden[scored]), gold, r.cpu() + g * d, len(examples), acc)
             relevant.append(own[scored])
             # memory_mass() holds the last window's mass: the scored tokens of these tasks close the document
             last = scored[:, -window:]
