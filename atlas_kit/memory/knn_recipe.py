@@ -147,10 +147,11 @@ def _tokenizer(model: dict[str, Any]):
     return AutoTokenizer.from_pretrained(str(name or model["backbone"]))
 
 
-def build_knn_model(model: dict[str, Any], vocab_size: int, seed: int = 0):
+def build_knn_model(model: dict[str, Any], vocab_size: int, seed: int = 0, tokenizer: Any = None):
     """The recipe's ``model`` section as a :class:`~atlas_kit.memory.memory_layers.KNNMemoryModel`:
     ``config`` (``AutoConfig.for_model`` kwargs, randomly initialised from ``seed``; positions
-    sized to the window) or ``backbone`` (a hub id or folder)."""
+    sized to the window; begin / end ids from ``tokenizer``, its [CLS] / [SEP] for WordPiece) or
+    ``backbone`` (a hub id or folder)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -163,6 +164,11 @@ def build_knn_model(model: dict[str, Any], vocab_size: int, seed: int = 0):
         if not model_type:
             raise ValueError("model.config needs model_type (gpt2, llama, ...)")
         spec.setdefault("vocab_size", vocab_size)
+        if tokenizer is not None:
+            for key, first, second in (("bos_token_id", "bos_token_id", "cls_token_id"),
+                                       ("eos_token_id", "eos_token_id", "sep_token_id")):
+                value = getattr(tokenizer, first, None)
+                spec.setdefault(key, value if value is not None else getattr(tokenizer, second, None))
         if model_type == "gpt2":
             spec.setdefault("n_positions", model["window"])
             spec.update({k: spec.get(k, 0.0) for k in ("attn_pdrop", "resid_pdrop", "embd_pdrop")})
@@ -199,7 +205,7 @@ def run_knn_recipe(recipe: dict[str, Any] | str | Path, overrides: Sequence[str]
     task, spec, seed = recipe["task"], recipe["model"], int(recipe["seed"])
     tokenizer = _tokenizer(spec)
     filler = Filler(task["filler"], tokenizer, max_texts=task["max_filler_texts"])
-    model = build_knn_model(spec, len(tokenizer), seed=seed)
+    model = build_knn_model(spec, len(tokenizer), seed=seed, tokenizer=tokenizer)
     cb = recipe["cross_batch"]
     step = MemoryLMStep(model, spec["window"], d=cb["d"], memory_windows=cb["memory_windows"],
                         memory_grad=cb["memory_grad"])
