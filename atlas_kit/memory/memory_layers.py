@@ -127,11 +127,12 @@ class MemoryAttention(torch.nn.Module):
         elif owner.documents is not None:
             mem_k, mem_v, mem_mask = owner._retrieve(self.layer, q_mem)
         scale = getattr(self.inner, "scaling", None) or self.head_dim ** -0.5
-        out, mass, probs = memory_attention(q, k, v, mem_k, mem_v, mem_mask, combine=owner.combine, gate=self.gate,
-                                            q_for_memory=q_mem, scale=scale, return_memory_mass=True,
-                                            return_memory_probs=True)
+        out, mass, *probs = memory_attention(q, k, v, mem_k, mem_v, mem_mask, combine=owner.combine, gate=self.gate,
+                                             q_for_memory=q_mem, scale=scale, return_memory_mass=True,
+                                             return_memory_probs=dense is not None)  # per-entry weights: dense only
         owner._last_mass[self.layer] = mass.detach()
         if dense is not None:
+            probs = probs[0]
             rows = torch.arange(q.shape[0], device=q.device)[:, None]
             own = (dense.owner.to(q.device) == rows)[:, None, None, :]  # [B, 1, 1, K]
             owner._last_relevant[self.layer] = (probs * own).sum(-1).detach()
@@ -191,8 +192,12 @@ class KNNMemoryModel(torch.nn.Module):
         self.capture: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None
         self._last_mass: dict[int, torch.Tensor] = {}
         self._last_relevant: dict[int, torch.Tensor] = {}
-        self.settings = {"layers": self.layers, "k": self.k, "combine": combine, "memory_positions": memory_positions,
-                         "capacity": int(capacity), "backend": backend, "gate_init": float(gate_init)}
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The constructor's arguments besides the LM (what :meth:`save_pretrained` records)."""
+        return {"layers": self.layers, "k": self.k, "combine": self.combine, "memory_positions": self.memory_positions,
+                "capacity": self.memory.capacity, "backend": self.memory.backend, "gate_init": float(self.gate_init)}
 
     # ------------------------------------------------------------------ saving and loading
     @classmethod
@@ -273,11 +278,8 @@ class KNNMemoryModel(torch.nn.Module):
     def new_memory(self, capacity: int | None = None, backend: str | None = None) -> KVMemory:
         """Replace the kNN memory by an empty one (another capacity per namespace - tokens per
         document, layer and head - or another FAISS backend); returns it."""
-        if capacity is not None:
-            self.settings["capacity"] = int(capacity)
-        if backend is not None:
-            self.settings["backend"] = backend
-        self.memory = KVMemory(self.memory.dim, capacity=self.settings["capacity"], backend=self.settings["backend"])
+        self.memory = KVMemory(self.memory.dim, capacity=self.memory.capacity if capacity is None else capacity,
+                               backend=backend or self.memory.backend)
         return self.memory
 
     # ------------------------------------------------------------------ forward
