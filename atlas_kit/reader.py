@@ -196,10 +196,12 @@ class Reader(torch.nn.Module):
     def gradient_checkpointing_disable(self) -> None:
         self.model.gradient_checkpointing_disable()
 
-    def _cache_kwargs(self) -> dict[str, Any]:
-        """A T5 whose decoder has more layers than its encoder gets a cache that grows with the
-        layers it sees: ``generate``'s own cache is sized by ``config.num_layers`` (the encoder's
-        depth, which ``num_hidden_layers`` maps to) and fails with an IndexError otherwise."""
+    def generation_cache_kwargs(self) -> dict[str, Any]:
+        """Extra ``generate`` arguments for this T5 (also for readers built on it, such as
+        :class:`~atlas_kit.memory.rmt_reader.RMTReader`): a T5 whose decoder has more layers than
+        its encoder gets a cache that grows with the layers it sees: ``generate``'s own cache is
+        sized by ``config.num_layers`` (the encoder's depth, which ``num_hidden_layers`` maps to)
+        and fails with an IndexError otherwise."""
         cfg = self.model.config
         if (getattr(cfg, "num_decoder_layers", None) or cfg.num_layers) <= cfg.num_layers:
             return {}
@@ -464,7 +466,7 @@ class Reader(torch.nn.Module):
                         max_new_tokens=max_length or self.answer_maxlength,
                         num_beams=num_beams,
                         do_sample=False,
-                        **self._cache_kwargs(),
+                        **self.generation_cache_kwargs(),
                     )
                 out.extend(t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True))
         finally:

@@ -126,20 +126,21 @@ def fact_rows(task: str, args, s, tok, filler) -> list[dict[str, Any]]:
     t0 = time.perf_counter()
     step = RMTStep(make_encoder(args, len(tok), s["mem"], seg, seed), "classify", eval_batch_size=32)
     train_curriculum(step, lambda k: (data(k, seed * 1000 + k, s["train_examples"]), None), stages,
-                     loop_config(s, seed, 0), steps=stage_steps, show_progress=False)
+                     loop_config(s, seed, 0), steps=stage_steps, show_progress=False, vary_segments=args.vary_segments)
     took = time.perf_counter() - t0
     rows += [evaluate(step, "rmt", e, sum(stage_steps), took) for e in lengths]
     log.info("%s rmt: %s", task, [r["accuracy"] for r in rows])
 
     train = data(n, seed * 1000 + n, s["train_examples"])
-    t0 = time.perf_counter()
-    base = RMTStep(make_encoder(args, len(tok), 0, seg, seed), "classify", last_segment_only=True, eval_batch_size=32)
-    TrainLoop(base, loop_config(s, seed, s["baseline_steps"])).fit(train, show_progress=False)
-    took = time.perf_counter() - t0
-    rows += [evaluate(base, "no_memory", e, s["baseline_steps"], took) for e in lengths]
+    if "no_memory" in args.models:
+        t0 = time.perf_counter()
+        base = RMTStep(make_encoder(args, len(tok), 0, seg, seed), "classify", last_segment_only=True, eval_batch_size=32)
+        TrainLoop(base, loop_config(s, seed, s["baseline_steps"])).fit(train, show_progress=False)
+        took = time.perf_counter() - t0
+        rows += [evaluate(base, "no_memory", e, s["baseline_steps"], took) for e in lengths]
 
     limit = args.full_limit - 2  # [CLS] ... [SEP]
-    if n * seg <= limit:
+    if n * seg <= limit and "full_attention" in args.models:
         t0 = time.perf_counter()
         if args.backbone == "minilm":
             full_model = RMT.from_backbone(None, "encoder", num_mem_tokens=0, segment_size=limit, num_classes=6, seed=seed)
@@ -181,20 +182,22 @@ def algorithmic_rows(task: str, args, quick: bool) -> list[dict[str, Any]]:
     each segment read on its own) is trained for as many steps on the final length. Accuracy is
     per target token (teacher-forced argmax); ``sequence_accuracy`` = every token right.
 
-    quick: 3 segments of 6 tokens (copy of 8 symbols; associative retrieval over 7 pairs); full:
-    the paper's copy of 24 symbols over 6 segments of 9 tokens and associative retrieval over 3
-    segments."""
+    Every stage trains on its length and all shorter ones mixed (``vary_segments``, the reference's
+    ``--vary_n_segments``), and the memory has more slots than the symbols it must hold at once
+    (with M = 8 for 8 copied symbols the second segment's writes overwrote what the third needed).
+
+    quick: 3 segments of 6 tokens (copy of 8 symbols, M = 12; associative retrieval over 7 pairs,
+    M = 16), one stage of 1-3 segments mixed; full: the paper's copy of 24 symbols over 6 segments
+    of 9 tokens (M = 32) and associative retrieval over 3 segments, curriculum 1, 2, 4, 6."""
     seed, vocab = args.seed, 10
     if quick:
-        segment, n_final, mem, d, layers = 6, 3, 8, 64, 2
-        stage_steps = {1: 300, 2: 1200, 3: 1200}
+        segment, n_final, d, layers = 6, 3, 64, 2
+        mem = 12 if task == "copy" else 16
+        stages, steps = [3], [args.alg_steps or (1200 if task == "copy" else 3000)]
     else:
-        segment, n_final, mem, d, layers = (9, 6, 10, 128, 4) if task == "copy" else (6, 3, 8, 128, 4)
-        stage_steps = None
-    stages = curriculum_stages(n_final)
-    steps = [stage_steps[n] for n in stages] if stage_steps else [args.alg_steps or 3000] * len(stages)
-    if quick and args.alg_steps:
-        steps = [max(1, args.alg_steps * st // 1200) for st in steps]
+        segment, n_final, mem, d, layers = (9, 6, 32, 128, 4) if task == "copy" else (6, 3, 16, 128, 4)
+        stages = curriculum_stages(n_final)
+        steps = [args.alg_steps or 3000] * len(stages)
     held_out = algorithmic_examples(task, n_final, segment, 200, seed * 1000 + 2)
     rows = []
     for model, m in (("rmt", mem), ("no_memory", 0)):
@@ -206,7 +209,7 @@ def algorithmic_rows(task: str, args, quick: bool) -> list[dict[str, Any]]:
                         tensorboard=False, log_every=100)
         plan = (stages, steps) if model == "rmt" else ([n_final], [sum(steps)])
         train_curriculum(step, lambda n: (algorithmic_examples(task, n, segment, 8000, seed * 1000 + n), None),
-                         plan[0], cfg, steps=plan[1], show_progress=False)
+                         plan[0], cfg, steps=plan[1], show_progress=False, vary_segments=True)
         r = step.evaluate(held_out, sum(steps), None)
         row = {"task": task, "model": model, "train_segments": n_final, "eval_segments": n_final,
                "accuracy": r["token_accuracy"], "sequence_accuracy": r["accuracy"],
@@ -303,6 +306,9 @@ def main() -> None:
     p.add_argument("--cost-backbone", choices=["minilm", "tiny"], default="minilm")
     p.add_argument("--full-limit", type=int, default=512, help="positions of the full-attention baseline")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--models", default="rmt,no_memory,full_attention", help="fact tasks: which models to train")
+    p.add_argument("--vary-segments", action="store_true",
+                   help="fact tasks: each curriculum stage of n segments trains on 1..n segments mixed")
     p.add_argument("--resume", action="store_true", help="reuse finished tasks of an interrupted run (same settings)")
     p.add_argument("--name", default="rmt_memorization")
     args = p.parse_args()
@@ -320,7 +326,7 @@ def main() -> None:
     # each finished task's rows are kept in NAME.partial.json; --resume reuses those of the same settings
     partial = _common.RESULTS / f"{args.name}.partial.json"
     key = {"seed": args.seed, "quick": args.quick, "backbone": args.backbone, "filler": args.filler, "settings": s,
-           "alg_steps": args.alg_steps}
+           "alg_steps": args.alg_steps, "models": args.models, "vary_segments": args.vary_segments}
     done: dict[str, list] = {}
     if args.resume and partial.is_file():
         saved = read_json(partial)
@@ -335,7 +341,7 @@ def main() -> None:
         rows += done[task]
     cost = cost_rows(args, s, len(tok))
     meta = {"seed": args.seed, "quick": args.quick, "backbone": args.backbone, "filler": filler.path if filler else None,
-            "settings": s, "cost": cost, "seconds": round(time.perf_counter() - t0, 1),
+            "settings": s, "vary_segments": args.vary_segments, "models": args.models, "cost": cost, "seconds": round(time.perf_counter() - t0, 1),
             "chance": {"fact_tasks": 1 / 6, "copy": 0.1, "associative": 0.1}}
     _common.report(args.name, rows, meta, title="RMT memorisation: accuracy vs evaluation segments")
     _common.report(args.name + "_cost", cost, {"seed": args.seed, "backbone": args.backbone},

@@ -178,7 +178,8 @@ class RMT(torch.nn.Module):
 
         ``labels``: class ids [B] (encoder with a head), token ids [B, T] aligned with the input
         (decoder: position t's logits predict token t + 1, -100 ignored), or target ids [B, T']
-        (encoder-decoder, T5 style).
+        (encoder-decoder, T5 style; with neither labels nor ``decoder_input_ids`` the decoder
+        reads its start token alone: the logits of the first target token).
         """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [batch, tokens], got shape {tuple(input_ids.shape)}")
@@ -287,6 +288,9 @@ class RMT(torch.nn.Module):
                 loss = torch.nn.functional.cross_entropy(logits.float(), labels.to(logits.device))
             return RMTOutput(logits, loss, memory, n_segments)
         hidden, mask = self._pad_encoder_states(final)
+        if labels is None and decoder_input_ids is None:  # no target: the logits of the first target token
+            start = self.backbone.config.decoder_start_token_id
+            decoder_input_ids = torch.full((hidden.shape[0], 1), int(start or 0), dtype=torch.long, device=hidden.device)
         out = self.backbone(encoder_outputs=BaseModelOutput(last_hidden_state=hidden), attention_mask=mask,
                             labels=None if labels is None else labels.to(hidden.device),
                             decoder_input_ids=decoder_input_ids)

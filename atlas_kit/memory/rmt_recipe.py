@@ -21,6 +21,7 @@ A recipe (every key but ``task.name`` optional; see ``recipes/memory/*.yaml``)::
       segment_size: 64
       bptt_depth: null
     curriculum: [1, 2, 4]                # segments per stage (or {max_segments: 4})
+    vary_segments: false                 # true: a stage of n trains on 1..n segments mixed
     steps: [100, 200, 300]               # per stage (or one number; default train.steps)
     train: {batch_size: 8, lr: 1.0e-4}   # RMTConfig (LoopConfig + lr) fields, for every stage
     eval_segments: [1, 2, 4, 8]
@@ -63,6 +64,7 @@ RMT_DEFAULTS: dict[str, Any] = {
     "model": {"backbone": None, "config": None, "tokenizer": None, "kind": "encoder", "num_mem_tokens": 10,
               "segment_size": 64, "bptt_depth": None},
     "curriculum": [1, 2],
+    "vary_segments": False,
     "steps": None,
     "train": {},
     "eval_segments": [1, 2, 4],
@@ -137,6 +139,8 @@ def _check(recipe: dict[str, Any], where: str) -> dict[str, Any]:
         recipe["curriculum"] = [cur]
     elif not (isinstance(cur, list) and cur and all(isinstance(n, int) and n >= 1 for n in cur)):
         raise ValueError(f"{where}: curriculum must be a list of segment counts >= 1, got {cur!r}")
+    if not isinstance(recipe["vary_segments"], bool):
+        raise ValueError(f"{where}: vary_segments must be true or false, got {recipe['vary_segments']!r}")
     if not (isinstance(recipe["eval_segments"], list) and all(isinstance(n, int) and n >= 1 for n in recipe["eval_segments"])):
         raise ValueError(f"{where}: eval_segments must be a list of segment counts >= 1, got {recipe['eval_segments']!r}")
     return recipe
@@ -226,7 +230,8 @@ def run_rmt_recipe(recipe: dict[str, Any] | str | Path, overrides: Sequence[str]
         return train, evaluation
 
     cfg = RMTConfig.from_dict({"seed": seed, **recipe["train"]})
-    stages = train_curriculum(step, make, recipe["curriculum"], cfg, steps=recipe["steps"], output_dir=out)
+    stages = train_curriculum(step, make, recipe["curriculum"], cfg, steps=recipe["steps"], output_dir=out,
+                              vary_segments=bool(recipe["vary_segments"]))
     lengths = []
     for n in recipe["eval_segments"]:
         examples = task_examples(recipe, n, int(task["eval_examples"]), seed * 1000 + 900 + n, tokenizer, filler)

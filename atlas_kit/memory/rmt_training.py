@@ -23,10 +23,14 @@ its last segment (where the question is), in training and in evaluation.
 fits on the same step: 1 segment, then 2, 4, ... (each stage starts from the weights the previous
 one ended with; a fresh optimizer and schedule per stage).
 
-Deliberate differences from the reference code (booydar/recurrent-memory-transformer): each stage
-trains on exactly its number of segments (the reference's ``--vary_n_segments`` samples 1..N per
-batch; here a stage's examples are generated at that length, and mixing lengths is a matter of
-passing mixed examples - ragged batches are supported); the stage is resumed from the in-memory
+With ``vary_segments=True`` a stage of ``n`` segments trains on inputs of 1 .. ``n`` segments
+mixed in one stream (the reference's ``--vary_n_segments``; batches are ragged). Without it each
+stage trains on exactly its own length. Mixing matters when later segments must both read and
+write the memory (copy across 3 segments: every length's mapping stays trained).
+
+Deliberate differences from the reference code (booydar/recurrent-memory-transformer): the
+reference samples one length per batch, here lengths are mixed within batches (a ragged batch
+equals its documents one by one, so this changes only the batch composition); the stage is resumed from the in-memory
 model rather than a checkpoint path threaded through shell scripts; and the BPTT cut is real
 (see :mod:`atlas_kit.memory.rmt`).
 """
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -46,7 +51,7 @@ from atlas_kit.storage import atomic_write_json, atomic_write_text
 from atlas_kit.tasks.memorization import MemoryExample
 from atlas_kit.train.loop import LoopConfig, TrainLoop, TrainStep
 
-__all__ = ["HEADS", "RMTConfig", "RMTStep", "encode_batch", "curriculum_stages", "train_curriculum"]
+__all__ = ["HEADS", "RMTConfig", "RMTStep", "encode_batch", "curriculum_stages", "mixed_lengths", "train_curriculum"]
 
 log = logging.getLogger(__name__)
 
@@ -291,15 +296,34 @@ def curriculum_stages(max_segments: int, start: int = 1) -> list[int]:
     return stages + [max_segments]
 
 
+def mixed_lengths(longest: Sequence[Any], shorter: Sequence[Sequence[Any]], seed: int = 0) -> list[Any]:
+    """``len(longest)`` examples drawn evenly from ``longest`` and each list of ``shorter``
+    (without replacement inside each list), shuffled with ``seed``."""
+    pools = [list(longest)] + [list(p) for p in shorter]
+    if any(not p for p in pools):
+        raise ValueError("mixed_lengths: every length needs at least one example")
+    rng = random.Random(seed)
+    total = len(pools[0])
+    out: list[Any] = []
+    for j, pool in enumerate(pools):
+        share = total // len(pools) + (1 if j < total % len(pools) else 0)
+        out += rng.sample(pool, min(share, len(pool)))
+    rng.shuffle(out)
+    return out
+
+
 def train_curriculum(step: RMTStep, make_examples: Callable[[int], tuple[Sequence[Any], Sequence[Any] | None]],
                      stages: Sequence[int], config: RMTConfig, steps: Sequence[int] | int | None = None,
-                     output_dir: str | Path | None = None, show_progress: bool | None = None) -> list[dict[str, Any]]:
+                     output_dir: str | Path | None = None, show_progress: bool | None = None,
+                     vary_segments: bool = False) -> list[dict[str, Any]]:
     """The RMT curriculum: for each number of segments ``n`` in ``stages`` (e.g. ``[1, 2, 4]``),
     ``make_examples(n)`` gives (train, eval) examples of ``n`` segments and a new
     :class:`TrainLoop` fits them, starting from the weights the previous stage left in ``step``.
 
     ``steps``: optimizer steps per stage (one number for all, a list per stage, or ``None`` =
-    ``config.steps``). Each stage's run folder is ``output_dir/stage-{i}-{n}seg``. Returns one
+    ``config.steps``). ``vary_segments``: a stage of ``n`` segments trains on an even mix of the
+    training examples of 1 .. ``n`` segments (as many as ``make_examples(n)`` gives, drawn with
+    the config's seed); its evaluation examples stay those of ``n``. Each stage's run folder is ``output_dir/stage-{i}-{n}seg``. Returns one
     dict per stage: ``segments``, ``steps``, ``metrics`` (the fit's) and ``history`` (its logs).
     """
     stages = [int(n) for n in stages]
@@ -312,6 +336,8 @@ def train_curriculum(step: RMTStep, make_examples: Callable[[int], tuple[Sequenc
     results = []
     for i, (n, n_steps) in enumerate(zip(stages, per_stage)):
         train, evaluation = make_examples(n)
+        if vary_segments and n > 1:
+            train = mixed_lengths(train, [make_examples(m)[0] for m in range(1, n)], seed=config.seed + i)
         folder = None if output_dir is None else str(Path(output_dir) / f"stage-{i}-{n}seg")
         cfg = replace(config, steps=n_steps, output_dir=folder)
         log.info("RMT curriculum stage %d/%d: %d segment(s), %d steps", i + 1, len(stages), n, n_steps)
