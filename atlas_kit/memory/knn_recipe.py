@@ -34,18 +34,15 @@ the key and the closest valid key.
 from __future__ import annotations
 
 import argparse
-import copy
 import logging
 import sys
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from atlas_kit.recipes.schema import apply_overrides, check_keys
+from atlas_kit.recipes.schema import load_family_recipe
 from atlas_kit.storage import atomic_write_json
-from atlas_kit.tasks.base import describe_validation_error
 
 __all__ = ["KNNRecipe", "load_knn_recipe", "build_knn_model", "task_examples", "run_knn_recipe", "main"]
 
@@ -100,27 +97,8 @@ class KNNRecipe(_Section):
 
 def load_knn_recipe(source: str | Path | dict[str, Any], overrides: Sequence[str] = ()) -> dict[str, Any]:
     """The recipe (a YAML path or a dict) with ``key=value`` overrides, checked; plain data."""
-    if isinstance(source, dict):
-        data, where = copy.deepcopy(source), "recipe"
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"kNN-memory recipe not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ValueError(f"{path}: not valid YAML: {e}") from None
-        where = str(path)
-        if isinstance(data, dict):
-            data.setdefault("name", path.stem)
-    if not isinstance(data, dict):
-        raise ValueError(f"{where}: a recipe is a mapping of keys, got {type(data).__name__}")
-    check_keys(data, where, KNNRecipe)
-    data = apply_overrides(data, list(overrides), KNNRecipe)
-    try:
-        recipe = KNNRecipe.model_validate(data)
-    except ValidationError as e:
-        raise ValueError(describe_validation_error(e, KNNRecipe, where)) from None
+    where = "recipe" if isinstance(source, dict) else str(source)
+    recipe = load_family_recipe(source, overrides, KNNRecipe, what="kNN-memory recipe")
     from atlas_kit.memory.memory_training import MemoryLMConfig
 
     try:

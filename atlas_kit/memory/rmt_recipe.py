@@ -27,7 +27,9 @@ A recipe (every key but ``task.name`` optional; see ``recipes/memory/*.yaml``)::
     eval_segments: [1, 2, 4, 8]
 
 Run it with ``python -m atlas_kit.memory.rmt_recipe RECIPE.yaml [key=value ...]`` (dotted keys,
-YAML-typed values: ``train.lr=3e-4``), or from Python with :func:`run_rmt_recipe`.
+YAML-typed values: ``train.lr=3e-4``), or from Python with :func:`run_rmt_recipe`. The schema is
+:class:`RMTRecipe` (read by :func:`atlas_kit.recipes.schema.load_family_recipe`, as the kNN-memory
+recipes are): an unknown key is refused with the file and the closest valid key.
 
 Lengths: a fact task of ``n`` segments is ``n x segment_size`` tokens (the question in the last
 segment); ``copy`` / ``reverse`` of ``n`` segments hold ``(n x segment_size - 1) // 2`` symbols, so
@@ -37,93 +39,78 @@ segment); ``copy`` / ``reverse`` of ``n`` segments hold ``(n x segment_size - 1)
 from __future__ import annotations
 
 import argparse
-import copy
 import logging
 import sys
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Annotated, Any, Literal, Sequence
 
-import yaml
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from atlas_kit.memory.rmt import KINDS, RMT
 from atlas_kit.memory.rmt_training import RMTConfig, RMTStep, curriculum_stages, train_curriculum
+from atlas_kit.recipes.schema import load_family_recipe
 from atlas_kit.storage import atomic_write_json
 from atlas_kit.tasks.memorization import ALGORITHMIC_TASKS, FACT_TASKS, PLACES, Filler, algorithmic_task, fact_task
 
-__all__ = ["RMT_DEFAULTS", "load_rmt_recipe", "build_rmt", "task_examples", "run_rmt_recipe", "main"]
+__all__ = ["RMTRecipe", "load_rmt_recipe", "build_rmt", "task_examples", "run_rmt_recipe", "main"]
 
 log = logging.getLogger(__name__)
 
-RMT_DEFAULTS: dict[str, Any] = {
-    "name": "rmt",
-    "output_dir": None,
-    "seed": 0,
-    "task": {"name": None, "filler": None, "max_filler_texts": 2000, "train_examples": 2000, "eval_examples": 300,
-             "vocab": 10},
-    "model": {"backbone": None, "config": None, "tokenizer": None, "kind": "encoder", "num_mem_tokens": 10,
-              "segment_size": 64, "bptt_depth": None},
-    "curriculum": [1, 2],
-    "vary_segments": False,
-    "steps": None,
-    "train": {},
-    "eval_segments": [1, 2, 4],
-}
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RMTTask(_Section):
+    name: Literal[FACT_TASKS + ALGORITHMIC_TASKS]  # type: ignore[valid-type]
+    filler: str | None = None
+    max_filler_texts: int | None = Field(2000, ge=1)
+    train_examples: int = Field(2000, ge=1)
+    eval_examples: int = Field(300, ge=1)
+    vocab: int = Field(10, ge=2)
+
+
+class RMTModel(_Section):
+    backbone: str | None = None
+    config: dict[str, Any] | None = None
+    tokenizer: str | None = None
+    kind: Literal[KINDS] = "encoder"  # type: ignore[valid-type]
+    num_mem_tokens: int = Field(10, ge=0)
+    segment_size: int = Field(64, ge=1)
+    bptt_depth: int | None = Field(None, ge=1)
+
+
+class RMTRecipe(_Section):
+    """The schema of an RMT recipe (defaults as shown in the module docstring)."""
+
+    name: str = "rmt"
+    output_dir: str | None = None
+    seed: int = 0
+    task: RMTTask
+    model: RMTModel = RMTModel()
+    curriculum: list[int] | int | dict[str, int] = [1, 2]
+    vary_segments: StrictBool = False
+    steps: list[int] | int | None = None
+    train: dict[str, Any] = {}
+    eval_segments: list[Annotated[int, Field(ge=1)]] = [1, 2, 4]
+
+
 _HEAD_OF_KIND = {"encoder": "classify", "decoder": "lm", "encoder-decoder": "seq2seq"}
 
 
-def _merge(base: dict[str, Any], update: dict[str, Any], where: str) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in update.items():
-        if key not in base:
-            raise ValueError(f"{where}: unknown key {key!r} (known: {sorted(base)})")
-        if isinstance(base[key], dict) and key != "train" and isinstance(value, dict):
-            out[key] = _merge(base[key], value, f"{where}.{key}")
-        else:
-            out[key] = value
-    return out
-
-
 def load_rmt_recipe(source: str | Path | dict[str, Any], overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Defaults < the recipe (a YAML path or a dict) < ``key=value`` overrides; checked."""
-    if isinstance(source, dict):
-        data, where = source, "recipe"
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"RMT recipe not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ValueError(f"{path}: not valid YAML: {e}") from None
-        where = str(path)
-    if not isinstance(data, dict):
-        raise ValueError(f"{where}: a recipe is a mapping of keys, got {type(data).__name__}")
-    recipe = _merge(RMT_DEFAULTS, data, where)
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ValueError(f"override {item!r} is not KEY=VALUE")
-        parts = key.split(".")
-        node = recipe
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                raise ValueError(f"override {item!r}: {part!r} is not a section")
-            node = node[part]
-        if node is not recipe["train"] and parts[-1] not in node:
-            raise ValueError(f"override {item!r}: unknown key {parts[-1]!r}")
-        node[parts[-1]] = yaml.safe_load(raw) if raw else None
+    """The recipe (a YAML path or a dict) with ``key=value`` overrides, checked; plain data with
+    every default filled in and the curriculum as a list of segment counts."""
+    where = "recipe" if isinstance(source, dict) else str(source)
+    recipe = load_family_recipe(source, overrides, RMTRecipe, what="RMT recipe").model_dump(mode="json")
     return _check(recipe, where)
 
 
 def _check(recipe: dict[str, Any], where: str) -> dict[str, Any]:
+    """What the schema cannot say: combinations of task and model, the train keys, the curriculum."""
     task, model = recipe["task"], recipe["model"]
-    if task["name"] not in FACT_TASKS + ALGORITHMIC_TASKS:
-        raise ValueError(f"{where}: task.name must be one of {FACT_TASKS + ALGORITHMIC_TASKS}, got {task['name']!r}")
     if task["name"] in FACT_TASKS and not task["filler"]:
         raise ValueError(f"{where}: task.filler (a text or passage file) is needed by the {task['name']} task")
-    if model["kind"] not in KINDS:
-        raise ValueError(f"{where}: model.kind must be one of {KINDS}, got {model['kind']!r}")
     if task["name"] in FACT_TASKS and model["kind"] != "encoder":
         raise ValueError(f"{where}: the 6-class {task['name']} task needs model.kind: encoder (a classification head)")
     known = {f.name for f in fields(RMTConfig)}
@@ -132,17 +119,13 @@ def _check(recipe: dict[str, Any], where: str) -> dict[str, Any]:
         raise ValueError(f"{where}: unknown train keys {unknown} (RMTConfig fields: {sorted(known)})")
     cur = recipe["curriculum"]
     if isinstance(cur, dict):
-        if set(cur) - {"max_segments", "start"}:
-            raise ValueError(f"{where}: curriculum as a mapping takes max_segments and start, got {sorted(cur)}")
+        if set(cur) - {"max_segments", "start"} or "max_segments" not in cur:
+            raise ValueError(f"{where}: curriculum as a mapping takes max_segments (and start), got {sorted(cur)}")
         recipe["curriculum"] = curriculum_stages(int(cur["max_segments"]), int(cur.get("start", 1)))
     elif isinstance(cur, int):
         recipe["curriculum"] = [cur]
-    elif not (isinstance(cur, list) and cur and all(isinstance(n, int) and n >= 1 for n in cur)):
-        raise ValueError(f"{where}: curriculum must be a list of segment counts >= 1, got {cur!r}")
-    if not isinstance(recipe["vary_segments"], bool):
-        raise ValueError(f"{where}: vary_segments must be true or false, got {recipe['vary_segments']!r}")
-    if not (isinstance(recipe["eval_segments"], list) and all(isinstance(n, int) and n >= 1 for n in recipe["eval_segments"])):
-        raise ValueError(f"{where}: eval_segments must be a list of segment counts >= 1, got {recipe['eval_segments']!r}")
+    if not recipe["curriculum"] or min(recipe["curriculum"]) < 1:
+        raise ValueError(f"{where}: curriculum must be a non-empty list of segment counts >= 1, got {cur!r}")
     return recipe
 
 

@@ -236,6 +236,36 @@ def apply_overrides(recipe: dict[str, Any], overrides: list[str] | Sequence[str]
     return out
 
 
+def load_family_recipe(source: str | os.PathLike | dict[str, Any], overrides: Sequence[str], model: type[BaseModel],
+                       what: str = "recipe") -> BaseModel:
+    """A recipe of one of the other model families (RMT, kNN memory, ...) whose schema is
+    ``model`` (pydantic, ``extra="forbid"`` sections): a YAML path or a dict, then ``key=value``
+    overrides; unknown keys at any depth name the file (or the override) and the closest key, type
+    errors name the dotted key. A file's ``name`` defaults to its stem. ``what`` names the recipe
+    kind in the not-found error."""
+    if isinstance(source, dict):
+        data, where = copy.deepcopy(source), "recipe"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"{what} not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path}: not valid YAML: {e}") from None
+        where = str(path)
+        if isinstance(data, dict):
+            data.setdefault("name", path.stem)
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: a recipe is a mapping of keys, got {type(data).__name__}")
+    check_keys(data, where, model)
+    data = apply_overrides(data, list(overrides), model)
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ValueError(describe_validation_error(e, model, where)) from None
+
+
 def validate_recipe(recipe: dict[str, Any], where: str = "recipe") -> dict[str, Any]:
     """Check keys and types of a whole (merged) recipe, as :func:`load_recipe` returns it; the
     result is plain JSON-ready data with the task written as its full ``{name, **options}``

@@ -176,7 +176,7 @@ def test_recipe_runs_end_to_end_and_checks_its_keys(tmp_path):
     assert RMT.from_pretrained(tmp_path / "run" / "model").cls_token_id == 2
     with pytest.raises(ValueError, match="unknown key"):
         load_rmt_recipe({"task": {"name": "copy"}, "modle": {}})
-    with pytest.raises(ValueError, match="vary_segments must be true or false"):
+    with pytest.raises(ValueError, match="vary_segments"):
         load_rmt_recipe({"task": {"name": "copy"}, "model": {"kind": "decoder"}, "vary_segments": "yes"})
     with pytest.raises(ValueError, match="task.filler"):
         load_rmt_recipe({"task": {"name": "memorize"}})
