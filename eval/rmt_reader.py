@@ -23,7 +23,7 @@ passages (trained at ``--k``) in retrieval order and with the gold passage moved
 the passages as a set; RMT reads them in order, so where the answer sits matters), tokens read
 per question and questions/s (batches of 64, one thread, fastest of 3).
 
-    python eval/rmt_reader.py [--quick] [--seed 0] [--entities 200] [--steps 2000] [--k 4] [--mem 10]
+    python eval/rmt_reader.py [--quick] [--seed 0] [--entities 200] [--steps 3000] [--k 4] [--mem 10] [--gold-only 0.5]
 """
 from __future__ import annotations
 
@@ -68,8 +68,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a small world and short training (a few minutes)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--entities", type=int, default=200)
-    ap.add_argument("--steps", type=int, default=None, help="training steps for each reader (3000; --quick 1500)")
+    ap.add_argument("--steps", type=int, default=None, help="training steps for each reader (3000; --quick 2000)")
     ap.add_argument("--k", type=int, default=4, help="passages per question in training")
+    ap.add_argument("--gold-only", type=float, default=0.5, help="share of training steps on the gold passage alone")
     ap.add_argument("--eval-k", default="1,2,4,8")
     ap.add_argument("--mem", type=int, default=10, help="RMT memory tokens")
     ap.add_argument("--text-maxlength", type=int, default=32, help="tokens per passage input (FiD) = RMT segment size")
@@ -81,7 +82,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.entities = 80
-    args.steps = args.steps or (1500 if args.quick else 3000)
+    args.steps = args.steps or (2000 if args.quick else 3000)
     torch.set_num_threads(args.threads)
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -124,7 +125,7 @@ def main() -> None:
 
         t0 = time.perf_counter()
         losses = train_reader_curriculum(reader, train_text, [q.answers[0] for q in train_q], gold, train_ret,
-                                         steps=args.steps, k=args.k, gold_only_fraction=0.3, gold_mix=0.2,
+                                         steps=args.steps, k=args.k, gold_only_fraction=args.gold_only, gold_mix=0.2,
                                          batch_size=16, lr=1e-3, seed=args.seed, show_progress=False,
                                          rename=rename)
         train_seconds[name] = time.perf_counter() - t0

@@ -42,6 +42,7 @@ from typing import Any, Sequence
 
 import yaml
 
+from atlas_kit.recipes.schema import read_recipe_file
 from atlas_kit.storage import atomic_write_json
 
 __all__ = ["load_emat_recipe", "run_emat_recipe", "main"]
@@ -67,12 +68,7 @@ def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
 def load_emat_recipe(path: str | os.PathLike, overrides: Sequence[str] = (), smoke: bool = False) -> dict[str, Any]:
     """The recipe with ``key=value`` overrides applied (values parsed as YAML)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"recipe not found: {path}")
-    try:
-        recipe = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML: {e}") from None
+    recipe = read_recipe_file(path, "EMAT recipe")
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"override {item!r} is not key=value")

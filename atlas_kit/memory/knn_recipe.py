@@ -39,9 +39,9 @@ import sys
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from atlas_kit.recipes.schema import load_family_recipe
+from atlas_kit.recipes.schema import FamilyRecipe, Section, load_family_recipe
 from atlas_kit.storage import atomic_write_json
 
 __all__ = ["KNNRecipe", "load_knn_recipe", "build_knn_model", "task_examples", "run_knn_recipe", "main"]
@@ -49,11 +49,7 @@ __all__ = ["KNNRecipe", "load_knn_recipe", "build_knn_model", "task_examples", "
 log = logging.getLogger(__name__)
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class KNNTask(_Section):
+class KNNTask(Section):
     name: Literal["passkey", "recurring_facts"] = "passkey"
     filler: str
     max_filler_texts: int = Field(2000, ge=1)
@@ -64,7 +60,7 @@ class KNNTask(_Section):
     facts: int = Field(8, ge=1)  # recurring_facts: facts per document
 
 
-class KNNModel(_Section):
+class KNNModel(Section):
     backbone: str | None = None
     config: dict[str, Any] | None = None
     tokenizer: str | None = "default"
@@ -78,20 +74,17 @@ class KNNModel(_Section):
     gate_init: float = 0.0
 
 
-class CrossBatch(_Section):
+class CrossBatch(Section):
     d: int = Field(1, ge=1)
     memory_windows: int = Field(1, ge=1)
     memory_grad: bool = True
 
 
-class KNNRecipe(_Section):
+class KNNRecipe(FamilyRecipe):
     name: str = "knn-memory"
-    output_dir: str | None = None
-    seed: int = 0
     task: KNNTask
     model: KNNModel = KNNModel()
     cross_batch: CrossBatch = CrossBatch()
-    train: dict[str, Any] = {}
     eval_windows: list[int] = [1, 2, 4, 8]
 
 

@@ -45,11 +45,11 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any, Literal, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import Field, StrictBool
 
 from atlas_kit.memory.rmt import KINDS, RMT
 from atlas_kit.memory.rmt_training import RMTConfig, RMTStep, curriculum_stages, train_curriculum
-from atlas_kit.recipes.schema import load_family_recipe
+from atlas_kit.recipes.schema import FamilyRecipe, Section, load_family_recipe
 from atlas_kit.storage import atomic_write_json
 from atlas_kit.tasks.memorization import ALGORITHMIC_TASKS, FACT_TASKS, PLACES, Filler, algorithmic_task, fact_task
 
@@ -57,11 +57,7 @@ __all__ = ["RMTRecipe", "load_rmt_recipe", "build_rmt", "task_examples", "run_rm
 
 log = logging.getLogger(__name__)
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class RMTTask(_Section):
+class RMTTask(Section):
     name: Literal[FACT_TASKS + ALGORITHMIC_TASKS]  # type: ignore[valid-type]
     filler: str | None = None
     max_filler_texts: int | None = Field(2000, ge=1)
@@ -70,7 +66,7 @@ class RMTTask(_Section):
     vocab: int = Field(10, ge=2)
 
 
-class RMTModel(_Section):
+class RMTModel(Section):
     backbone: str | None = None
     config: dict[str, Any] | None = None
     tokenizer: str | None = None
@@ -80,18 +76,15 @@ class RMTModel(_Section):
     bptt_depth: int | None = Field(None, ge=1)
 
 
-class RMTRecipe(_Section):
+class RMTRecipe(FamilyRecipe):
     """The schema of an RMT recipe (defaults as shown in the module docstring)."""
 
     name: str = "rmt"
-    output_dir: str | None = None
-    seed: int = 0
     task: RMTTask
     model: RMTModel = RMTModel()
     curriculum: list[int] | int | dict[str, int] = [1, 2]
     vary_segments: StrictBool = False
     steps: list[int] | int | None = None
-    train: dict[str, Any] = {}
     eval_segments: list[Annotated[int, Field(ge=1)]] = [1, 2, 4]
 
 

@@ -38,11 +38,23 @@ from atlas_kit.train import TrainConfig
 __all__ = ["Recipe", "DEFAULTS", "load_recipe", "apply_overrides", "validate_recipe", "check_keys"]
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
+    """A recipe section: an unknown key is an error (every family's schema is built of these)."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-class ReaderConfig(_Section):
+class FamilyRecipe(Section):
+    """What every other model family's recipe (RMT, kNN memory) has besides its task and model:
+    a name, a run folder, a seed and the family's TrainLoop settings (checked by the family)."""
+
+    name: str = "recipe"
+    output_dir: str | None = None
+    seed: int = 0
+    train: dict[str, Any] = {}
+
+
+class ReaderConfig(Section):
     """A reader built from a config (no ``reader`` checkpoint given), see :meth:`Reader.from_config`."""
 
     d_model: int = 128
@@ -59,12 +71,12 @@ class ReaderConfig(_Section):
     answer_maxlength: int = 32
 
 
-class CorpusFile(_Section):
+class CorpusFile(Section):
     path: str
     format: str = "auto"
 
 
-class Data(_Section):
+class Data(Section):
     train: str | None = None  # path or hf:DATASET[:SPLIT]
     eval: str | None = None
     loader_options: dict[str, Any] = Field(default_factory=dict)  # keyword arguments of the task's loader
@@ -74,11 +86,11 @@ class Data(_Section):
     group_by: str | None = None  # an example attribute, e.g. "subject": one model per group (MMLU 5-shot)
 
 
-class Eval(_Section):
+class Eval(Section):
     retrieval_ks: list[int] = Field(default_factory=lambda: [1, 5, 20, 100])
 
 
-class Smoke(_Section):
+class Smoke(Section):
     """What ``--smoke`` (``load_recipe(smoke=True)``) cuts the run to; ``active`` records that it did."""
 
     active: bool = False
@@ -99,7 +111,7 @@ def _train_section() -> type[BaseModel]:
 Train = _train_section()
 
 
-class Recipe(_Section):
+class Recipe(Section):
     """A whole recipe. ``task`` is a name or ``{name, **options}`` (checked by the task itself)."""
 
     name: str = "run"
@@ -167,19 +179,26 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def read_recipe_file(path: str | os.PathLike, what: str = "recipe") -> dict[str, Any]:
+    """A YAML recipe file as a mapping; a missing file, invalid YAML or a non-mapping is an error
+    naming the file (``what`` names the kind of recipe in the not-found error)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a recipe is a mapping of keys, got {type(data).__name__}")
+    return data
+
+
 def _read_layer(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """One recipe file merged over its bases (each checked on its own)."""
     if path.resolve() in {p.resolve() for p in seen}:
         raise ValueError(f"{path}: recipe bases form a cycle ({' -> '.join(str(p) for p in (*seen, path))})")
-    if not path.is_file():
-        where = f" (a base of {seen[-1]})" if seen else ""
-        raise FileNotFoundError(f"recipe not found: {path}{where}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: invalid YAML ({e})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a recipe must be a mapping")
+    data = read_recipe_file(path, f"recipe (a base of {seen[-1]})" if seen else "recipe")
     check_keys(data, str(path))
     bases = data.pop("base", None)
     merged: dict[str, Any] = {}
@@ -246,18 +265,8 @@ def load_family_recipe(source: str | os.PathLike | dict[str, Any], overrides: Se
     if isinstance(source, dict):
         data, where = copy.deepcopy(source), "recipe"
     else:
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"{what} not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ValueError(f"{path}: not valid YAML: {e}") from None
-        where = str(path)
-        if isinstance(data, dict):
-            data.setdefault("name", path.stem)
-    if not isinstance(data, dict):
-        raise ValueError(f"{where}: a recipe is a mapping of keys, got {type(data).__name__}")
+        data, where = read_recipe_file(source, what), str(source)
+        data.setdefault("name", Path(source).stem)
     check_keys(data, where, model)
     data = apply_overrides(data, list(overrides), model)
     try:
