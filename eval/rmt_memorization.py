@@ -125,7 +125,8 @@ def fact_rows(task: str, args, s, tok, filler) -> list[dict[str, Any]]:
     rows = []
     t0 = time.perf_counter()
     step = RMTStep(make_encoder(args, len(tok), s["mem"], seg, seed), "classify", eval_batch_size=32)
-    train_curriculum(step, lambda k: (data(k, seed * 1000 + k, s["train_examples"]), None), stages,
+    # vary_segments mixes in every shorter length; one the segments cannot hold uses the shortest that fits
+    train_curriculum(step, lambda k: (data(max(k, stages[0]), seed * 1000 + k, s["train_examples"]), None), stages,
                      loop_config(s, seed, 0), steps=stage_steps, show_progress=False, vary_segments=args.vary_segments)
     took = time.perf_counter() - t0
     rows += [evaluate(step, "rmt", e, sum(stage_steps), took) for e in lengths]

@@ -114,7 +114,7 @@ def main() -> None:
     readers = {"fid": backbone(tokenizer, args)}
     readers["rmt"] = RMTReader(backbone(tokenizer, args), num_mem_tokens=args.mem, segment_size=args.text_maxlength,
                                seed=args.seed)
-    train_seconds = {}
+    train_seconds, loss_curves = {}, {}
     for name, reader in readers.items():
         renamer, order_rng = Renamer(invented, practice, random.Random(args.seed + 1)), random.Random(args.seed + 2)
 
@@ -129,6 +129,7 @@ def main() -> None:
                                          batch_size=16, lr=1e-3, seed=args.seed, show_progress=False,
                                          rename=rename)
         train_seconds[name] = time.perf_counter() - t0
+        loss_curves[name] = [round(float(np.mean(losses[i:i + 100])), 4) for i in range(0, len(losses), 100)]
         print(f"{name}: trained {args.steps} steps in {train_seconds[name]:.0f} s, last loss {np.mean(losses[-50:]):.3f}")
 
     rows = []
@@ -147,7 +148,7 @@ def main() -> None:
                              **qa_scores(preds, golds), "R@k": recall[f"R@{k}"], "tokens_per_question": tokens,
                              "qps": len(test_text) / s if timed else None})
 
-    meta = {"args": vars(args), "retrieval": recall, "train_seconds": train_seconds,
+    meta = {"args": vars(args), "retrieval": recall, "train_seconds": train_seconds, "loss_per_100_steps": loss_curves,
             "seconds": time.perf_counter() - t_run}
     _common.report(args.name, rows, meta, title=f"FiD vs RMT reader (trained at k={args.k}, passages shuffled)")
 
