@@ -32,6 +32,7 @@ from typing import Any, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch.nn.utils.rnn import pad_sequence
 from tqdm.auto import tqdm
 
 from atlas_kit.memory.rmt import RMT
@@ -85,13 +86,10 @@ class RMTReader(torch.nn.Module):
         fid = self.reader.tokenize(questions, passages)
         ids, mask = fid["input_ids"], fid["attention_mask"].bool()
         rows = [ids[b][mask[b]] for b in range(ids.shape[0])]
-        width = max(len(r) for r in rows)
         pad = self.tokenizer.pad_token_id
-        out_ids = torch.full((len(rows), width), pad if pad is not None else 0, dtype=torch.long)
-        out_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for b, r in enumerate(rows):
-            out_ids[b, : len(r)] = r
-            out_mask[b, : len(r)] = 1
+        out_ids = pad_sequence(rows, batch_first=True, padding_value=pad if pad is not None else 0)
+        lengths = torch.tensor([len(r) for r in rows])
+        out_mask = (torch.arange(out_ids.shape[1])[None] < lengths[:, None]).long()
         return {"input_ids": out_ids, "attention_mask": out_mask}
 
     # ------------------------------------------------------------------ model

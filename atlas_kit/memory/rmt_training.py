@@ -30,7 +30,8 @@ write the memory (copy across 3 segments: every length's mapping stays trained).
 
 Deliberate differences from the reference code (booydar/recurrent-memory-transformer): the
 reference samples one length per batch, here lengths are mixed within batches (a ragged batch
-equals its documents one by one, so this changes only the batch composition); the stage is resumed from the in-memory
+equals its documents one by one, so this changes only the batch composition); the stage is
+resumed from the in-memory
 model rather than a checkpoint path threaded through shell scripts; and the BPTT cut is real
 (see :mod:`atlas_kit.memory.rmt`).
 """
@@ -323,7 +324,8 @@ def train_curriculum(step: RMTStep, make_examples: Callable[[int], tuple[Sequenc
     ``steps``: optimizer steps per stage (one number for all, a list per stage, or ``None`` =
     ``config.steps``). ``vary_segments``: a stage of ``n`` segments trains on an even mix of the
     training examples of 1 .. ``n`` segments (as many as ``make_examples(n)`` gives, drawn with
-    the config's seed); its evaluation examples stay those of ``n``. Each stage's run folder is ``output_dir/stage-{i}-{n}seg``. Returns one
+    the config's seed); its evaluation examples stay those of ``n``. Each stage's run folder is
+    ``output_dir/stage-{i}-{n}seg``. Returns one
     dict per stage: ``segments``, ``steps``, ``metrics`` (the fit's) and ``history`` (its logs).
     """
     stages = [int(n) for n in stages]

@@ -197,7 +197,7 @@ def test_rmt_copies_across_three_segments_and_without_memory_stays_at_chance():
     memory reset no better than chance.
 
     The longer copy (8 symbols over segments of 6, in ``eval/rmt_memorization.py``) is not used
-    here: with M = 12 it reached >= 0.99 for 2-3 of 4 model seeds in 400-600 steps and left one
+    here: with M = 12 it reached >= 0.98 for 2-3 of 4 model seeds in 400-600 steps and left one
     position at chance for the others (with M = 8, fewer slots than symbols, 0.79)."""
 
     def copy_of(segments, n, seed):  # input [sep] target fills the segments
